@@ -1,0 +1,10 @@
+"""videoldm: Video LDM ("Align your Latents", Blattmann et al., CVPR 2023) on diffusers image models.
+
+Video tensors are (B, C, T, H, W) everywhere: batch, channels, frames, height, width.
+"""
+
+from videoldm.temporal import TemporalAdapter
+from videoldm.video_unet import VideoUNet, VideoUNetOutput
+
+__all__ = ["TemporalAdapter", "VideoUNet", "VideoUNetOutput"]
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+"""Imports every command module so that its commands register on the app."""
+
+# Add one import per command module here (each module decorates functions with @app.command, ...).

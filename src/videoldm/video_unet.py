@@ -1,0 +1,309 @@
+"""VideoUNet: a diffusers image UNet with temporal layers after its spatial blocks (PAPER.md section 2).
+
+The image UNet is kept untouched as `video_unet.unet` -- its parameters keep their exact diffusers names and
+values, and any `UNet2DConditionModel` config works -- and the temporal layers live in `video_unet.temporal`
+(a `TemporalAdapter`). Forward hooks on the spatial ResNet blocks and transformers apply the temporal layer
+right after its spatial twin and blend the two with the layer's learned alpha. Outside a VideoUNet forward
+the hooks do nothing, so `video_unet.unet` still runs as the image model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import UNet2DConditionModel
+from diffusers.utils import BaseOutput
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from videoldm.temporal.adapter import TemporalAdapter, TemporalLayer, layer_key, temporal_layer_specs
+from videoldm.temporal.layers import frames_to_video, video_to_frames
+
+
+@dataclass
+class VideoUNetOutput(BaseOutput):
+    """sample: (B, C_out, T, H, W)."""
+
+    sample: torch.Tensor
+
+
+@dataclass
+class _FrameState:
+    """What the temporal hooks need during one VideoUNet forward."""
+
+    num_frames: int
+    text: torch.Tensor | None
+    context: dict[tuple[int, int], torch.Tensor] | None
+    image_only_indicator: torch.Tensor | None
+
+
+class VideoUNet(nn.Module):
+    """An image `UNet2DConditionModel` plus temporal layers, run on videos (B, C, T, H, W).
+
+    Build with `VideoUNet.from_image_unet(image_unet, **temporal_config)` (fresh, zero-initialised temporal
+    layers: the model equals the image UNet frame by frame) or `from_image_unet(image_unet, temporal=dir)`
+    (trained temporal layers onto this backbone).
+    """
+
+    def __init__(self, unet: UNet2DConditionModel, temporal: TemporalAdapter) -> None:
+        super().__init__()
+        self.unet = unet
+        self.temporal = temporal
+        self.gradient_checkpointing = False
+        self._state: _FrameState | None = None
+        self._check_specs()
+        self._hooks = [self._attach(name) for name in self._layer_names()]
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_image_unet(
+        cls, unet: UNet2DConditionModel, *, temporal: str | Path | None = None, **temporal_config: Any
+    ) -> VideoUNet:
+        """Wrap `unet`. With `temporal=dir`, load the temporal layers saved there (no other options allowed);
+        otherwise build fresh ones from `temporal_config` (see `TemporalAdapter` for the options)."""
+        if temporal is not None:
+            if temporal_config:
+                raise TypeError(f"pass either temporal=DIR or temporal options, not both: {sorted(temporal_config)}")
+            return cls(unet, TemporalAdapter.for_backbone(unet, temporal))
+        if temporal_config.get("context_in_channels") is True:
+            temporal_config["context_in_channels"] = unet.config.out_channels + 1
+        adapter = TemporalAdapter(layer_specs=temporal_layer_specs(unet), **temporal_config)
+        if (unet.device, unet.dtype) != (adapter.device, adapter.dtype):
+            adapter = adapter.to(device=unet.device, dtype=unet.dtype)
+        return cls(unet, adapter)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, **unet_kwargs: Any) -> VideoUNet:
+        """Load a folder written by `save_pretrained`: `unet/` (diffusers image UNet) and `temporal/`."""
+        directory = Path(directory)
+        for sub in ("unet", "temporal"):
+            if not (directory / sub).is_dir():
+                raise FileNotFoundError(f"{directory} has no {sub}/ folder (expected unet/ and temporal/)")
+        unet = UNet2DConditionModel.from_pretrained(directory / "unet", local_files_only=True, **unet_kwargs)
+        return cls.from_image_unet(unet, temporal=directory / "temporal")
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write `unet/` (the image UNet, unchanged diffusers layout) and `temporal/` (the adapter)."""
+        directory = Path(directory)
+        self.unet.save_pretrained(directory / "unet")
+        self.save_temporal(directory / "temporal")
+
+    def save_temporal(self, directory: str | Path) -> None:
+        """Write the temporal parameters only: `diffusion_pytorch_model.safetensors` + `config.json`."""
+        self.temporal.save_pretrained(directory, safe_serialization=True)
+
+    # ------------------------------------------------------------------ training helpers
+    def freeze_spatial(self) -> None:
+        """Freeze the image UNet; only temporal parameters keep requires_grad."""
+        self.unet.requires_grad_(False)
+        self.temporal.requires_grad_(True)
+
+    def temporal_parameters(self) -> Iterator[nn.Parameter]:
+        """The trainable temporal parameters (temporal layers, alphas, context encoder)."""
+        return (p for p in self.temporal.parameters() if p.requires_grad)
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute temporal layers in the backward pass instead of storing their activations."""
+        self.gradient_checkpointing = True
+
+    def alphas(self) -> dict[str, float]:
+        """The current alpha (weight of the spatial branch) of every temporal layer, by spatial module name."""
+        return {
+            name: torch.sigmoid(layer.blend.mix_logit).item()
+            for name, layer in zip(self._layer_names(), self.temporal.layers.values(), strict=True)
+        }
+
+    @property
+    def config(self) -> Any:
+        """The image UNet's config (in_channels, sample_size, ...), as pipelines expect of a UNet."""
+        return self.unet.config
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float | int,
+        encoder_hidden_states: torch.Tensor | None = None,
+        *,
+        context: torch.Tensor | None = None,
+        image_only_indicator: torch.Tensor | None = None,
+        image_only: bool = False,
+        class_labels: torch.Tensor | None = None,
+        added_cond_kwargs: dict[str, torch.Tensor] | None = None,
+        cross_attention_kwargs: dict[str, Any] | None = None,
+        return_dict: bool = True,
+    ) -> VideoUNetOutput | tuple[torch.Tensor]:
+        """Denoise a batch of videos.
+
+        Args:
+            sample: (B, C_in, T, H, W) noisy latents (C_in includes any extra input channels of the UNet).
+            timestep: scalar or (B,): one noise level per clip.
+            encoder_hidden_states: (B, L, D) text states, shared by all frames of a clip.
+            context: (B, C_out + 1, T, H, W) = (mask * clean latents, mask) for prediction / interpolation.
+            image_only_indicator: (B, T) bool/0-1; where set, alpha = 1 (that frame sees the image model).
+            image_only: alpha = 1 everywhere and the temporal layers are skipped (the image-model baseline).
+            class_labels: (B,) passed to the image UNet (e.g. the x4 upscaler's noise level).
+            added_cond_kwargs: per-clip tensors (B, ...) passed to the image UNet.
+        Returns:
+            `VideoUNetOutput` with sample (B, C_out, T, H, W), or a 1-tuple when return_dict is False.
+        """
+        self._check_inputs(sample, encoder_hidden_states, context, image_only_indicator)
+        b, _, t, _, _ = sample.shape
+        per_frame = _FramesRepeat(b, t)
+        state = _FrameState(
+            num_frames=t,
+            text=encoder_hidden_states,
+            context=self._encode_context(context),
+            image_only_indicator=image_only_indicator,
+        )
+        with self._frames(None if image_only else state):
+            out = self.unet(
+                video_to_frames(sample),
+                per_frame.timestep(timestep, sample.device),
+                encoder_hidden_states=per_frame(encoder_hidden_states),
+                class_labels=per_frame(class_labels),
+                added_cond_kwargs=per_frame.each(added_cond_kwargs),
+                cross_attention_kwargs=cross_attention_kwargs,
+                return_dict=False,
+            )[0]
+        video = frames_to_video(out, t)
+        return VideoUNetOutput(sample=video) if return_dict else (video,)
+
+    def _encode_context(self, context: torch.Tensor | None) -> dict[tuple[int, int], torch.Tensor] | None:
+        if context is None:
+            return None
+        if self.temporal.context_encoder is None:
+            raise ValueError(
+                "context was given but this VideoUNet has no context encoder; build it with "
+                "from_image_unet(unet, context_in_channels=True)"
+            )
+        return self.temporal.context_encoder(context.to(self.dtype))
+
+    @contextlib.contextmanager
+    def _frames(self, state: _FrameState | None) -> Iterator[None]:
+        self._state = state
+        try:
+            yield
+        finally:
+            self._state = None
+
+    def _check_inputs(
+        self,
+        sample: torch.Tensor,
+        text: torch.Tensor | None,
+        context: torch.Tensor | None,
+        image_only_indicator: torch.Tensor | None,
+    ) -> None:
+        if sample.ndim != 5:
+            raise ValueError(
+                f"sample must be a video (B, C, T, H, W); got a tensor of rank {sample.ndim}: {tuple(sample.shape)}"
+            )
+        b, c, t, h, w = sample.shape
+        if c != self.unet.config.in_channels:
+            raise ValueError(
+                f"sample has {c} channels, the image UNet expects in_channels={self.unet.config.in_channels}"
+            )
+        if text is not None and (text.ndim != 3 or text.shape[0] != b):
+            raise ValueError(f"encoder_hidden_states must be (B={b}, L, D); got {tuple(text.shape)}")
+        if image_only_indicator is not None and tuple(image_only_indicator.shape) != (b, t):
+            raise ValueError(
+                f"image_only_indicator must be (B, T) = ({b}, {t}); got {tuple(image_only_indicator.shape)}"
+            )
+        if context is not None:
+            expected = self.temporal.config.context_in_channels
+            if context.ndim != 5 or tuple(context.shape) != (b, expected or context.shape[1], t, h, w):
+                raise ValueError(
+                    f"context must be (B, C+1, T, H, W) = ({b}, {expected}, {t}, {h}, {w}); got {tuple(context.shape)}"
+                )
+
+    # ------------------------------------------------------------------ hooks
+    def _layer_names(self) -> list[str]:
+        return [spec["name"] for spec in self.temporal.config.layer_specs]
+
+    def _check_specs(self) -> None:
+        ours = temporal_layer_specs(self.unet)
+        theirs = list(self.temporal.config.layer_specs)
+        for mine, saved in zip(ours, theirs, strict=False):
+            if mine != saved:
+                raise ValueError(f"temporal layer {saved['name']!r} was built for {saved}, the backbone has {mine}")
+        if len(ours) != len(theirs):
+            raise ValueError(f"the adapter has {len(theirs)} temporal layers, this backbone needs {len(ours)}")
+
+    def _attach(self, name: str) -> torch.utils.hooks.RemovableHandle:
+        module = self.unet.get_submodule(name)
+        layer = self.temporal.layers[layer_key(name)]
+        is_resnet = layer.kind == "resnet"
+
+        def hook(_module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+            state = self._state
+            if state is None:
+                return None
+            hidden = output if is_resnet else output[0]
+            temb = (args[1] if len(args) > 1 else kwargs.get("temb")) if is_resnet else None
+            blended = self._run_layer(layer, hidden, temb, state)
+            if is_resnet:
+                return blended
+            return (blended, *output[1:]) if isinstance(output, tuple) else type(output)(sample=blended)
+
+        return module.register_forward_hook(hook, with_kwargs=True)
+
+    def _run_layer(
+        self, layer: TemporalLayer, hidden: torch.Tensor, temb: torch.Tensor | None, state: _FrameState
+    ) -> torch.Tensor:
+        context = None
+        if state.context is not None:
+            key = tuple(hidden.shape[-2:])
+            if key not in state.context:
+                raise ValueError(f"no context features at resolution {key}; have {sorted(state.context)}")
+            context = state.context[key]
+        kwargs = {
+            "num_frames": state.num_frames,
+            "temb": temb,
+            "text": state.text,
+            "context": context,
+            "image_only_indicator": state.image_only_indicator,
+        }
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return checkpoint(_call_layer, layer, hidden, kwargs, use_reentrant=False)
+        return layer(hidden, **kwargs)
+
+
+def _call_layer(layer: TemporalLayer, hidden: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
+    return layer(hidden, **kwargs)
+
+
+class _FramesRepeat:
+    """Repeats per-clip inputs (B, ...) to per-frame inputs (B*T, ...), frame index fastest."""
+
+    def __init__(self, batch: int, num_frames: int) -> None:
+        self.batch = batch
+        self.num_frames = num_frames
+
+    def __call__(self, x: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None else x.repeat_interleave(self.num_frames, dim=0)
+
+    def each(self, kwargs: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
+        if kwargs is None:
+            return None
+        return {k: self(v) if torch.is_tensor(v) else v for k, v in kwargs.items()}
+
+    def timestep(self, timestep: torch.Tensor | float | int, device: torch.device) -> torch.Tensor:
+        t = torch.as_tensor(timestep, device=device)
+        if t.ndim == 0:
+            t = t.expand(self.batch)
+        if t.shape != (self.batch,):
+            raise ValueError(f"timestep must be a scalar or (B,) = ({self.batch},); got {tuple(t.shape)}")
+        return t.repeat_interleave(self.num_frames)
