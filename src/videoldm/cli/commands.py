@@ -1,3 +1,4 @@
 """Imports every command module so that its commands register on the app."""
 
 # Add one import per command module here (each module decorates functions with @app.command, ...).
+from videoldm.cli import train  # noqa: F401

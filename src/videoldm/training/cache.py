@@ -1,0 +1,171 @@
+"""Decode (and encode) a video dataset once, so training steps cost only the model.
+
+On a CPU the frozen VAE and text encoder cost more than a tiny UNet step; the cache holds, per video,
+`cache_frames` frames as uint8 pixels, their VAE latents (fp16) and an index into the unique caption
+embeddings. Training clips are cut from the cache (`batches.py`). The cache file is written atomically and
+reused when its key (the data config, the VAE and the text encoder) matches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from videoldm.training.config import DataConfig, RunConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class VideoCache:
+    """pixels (N, 3, T, H, W) uint8; latents (N, c, T, h, w) fp16 or None; text (K+1, L, D) fp16 or None with
+    row 0 the empty prompt (for caption dropout); text_index (N,) rows of `text`; captions (N)."""
+
+    captions: list[str]
+    pixels: torch.Tensor
+    latents: torch.Tensor | None = None
+    text: torch.Tensor | None = None
+    text_index: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+
+def load_videos(data: DataConfig) -> tuple[list[str], torch.Tensor]:
+    """Decode the first `cache_frames` frames (at `frame_stride`) of every readable video -> captions, uint8."""
+    from videoldm.data.video_folder import VideoFolderDataset
+
+    dataset = VideoFolderDataset(
+        data.videos,
+        captions=data.captions or data.videos / "captions.csv",
+        num_frames=data.cache_frames,
+        size=data.size,
+        frame_stride=data.frame_stride,
+        random_start=False,
+    )
+    count = len(dataset) if data.max_videos is None else min(len(dataset), data.max_videos)
+    captions, clips = [], []
+    for i in tqdm(range(count), desc="decoding videos", leave=False):
+        sample = dataset.load(i)
+        if sample is None:  # unreadable or too short: counted and reported by the dataset
+            continue
+        captions.append(sample["caption"])
+        clips.append(((sample["video"].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
+    summary = dataset.report()
+    if summary:
+        logger.warning(summary)
+    if not clips:
+        raise ValueError(f"no readable videos of >= {data.cache_frames} frames in {data.videos}")
+    return captions, torch.stack(clips)
+
+
+@torch.no_grad()
+def encode_latents(vae, pixels: torch.Tensor, *, batch_size: int = 64) -> torch.Tensor:
+    """uint8 (N, 3, T, H, W) -> scaled VAE latents (N, c, T, h, w) fp16, using the posterior mode (deterministic)."""
+    n, _, t, _, _ = pixels.shape
+    frames = pixels.permute(0, 2, 1, 3, 4).reshape(n * t, *pixels.shape[1:2], *pixels.shape[3:])
+    out = []
+    for i in tqdm(range(0, len(frames), batch_size), desc="encoding latents", leave=False):
+        x = frames[i : i + batch_size].float() / 127.5 - 1
+        out.append(vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mode().float().cpu())
+    latents = torch.cat(out) * vae.config.scaling_factor
+    return latents.reshape(n, t, *latents.shape[1:]).permute(0, 2, 1, 3, 4).half()
+
+
+@torch.no_grad()
+def encode_captions(text_encoder, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unique caption embeddings (K+1, L, D) fp16, row 0 = "", and each caption's row (N,)."""
+    unique = sorted(set(captions))
+    rows = {c: i + 1 for i, c in enumerate(unique)}
+    text = torch.cat([text_encoder([""]), text_encoder(unique)]).half().cpu()
+    return text, torch.tensor([rows[c] for c in captions])
+
+
+def cache_key(*parts: object) -> str:
+    payload = json.dumps([str(p) for p in parts], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def data_key(data: DataConfig) -> str:
+    """What the decoded pixels depend on -- the captions table's content and the decoding settings, not the
+    folder's absolute path, so a cache moves between machines with the dataset."""
+    captions = data.captions or data.videos / "captions.csv"
+    table = hashlib.sha256(captions.read_bytes()).hexdigest()
+    return cache_key(table, data.size, data.cache_frames, data.frame_stride, data.max_videos)
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
+    """safetensors, written atomically."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
+    if not path.is_file():
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    return load_file(str(path)), meta
+
+
+def prepare_cache(stage, config: RunConfig, *, is_main: bool, wait: Callable[[], None]) -> VideoCache:
+    """Build what the stage needs (pixels; text embeddings; latents) on the main process, reuse what exists.
+
+    Three files under the cache folder, each keyed by what it depends on, so stages share them and a
+    pixels + text cache built on one machine can travel to another that lacks the text encoder.
+    """
+    root = config.data.cache_dir or config.output_dir / "cache"
+    dkey = data_key(config.data)
+    files = {"pixels": root / f"pixels-{dkey}.safetensors"}
+    if stage.needs_text:
+        text_key = cache_key(dkey, stage.text_encoder_id(), config.model.text_max_length)
+        files["text"] = root / f"text-{text_key}.safetensors"
+    if stage.needs_latents:
+        files["latents"] = root / f"latents-{cache_key(dkey, weights_fingerprint(stage.vae_dir()))}.safetensors"
+    if is_main:
+        _build_missing(stage, config, files)
+    wait()
+    pixels, meta = load_tensors(files["pixels"])
+    cache = VideoCache(captions=json.loads(meta["captions"]), pixels=pixels["pixels"])
+    if "text" in files:
+        text, _ = load_tensors(files["text"])
+        cache.text, cache.text_index = text["text"], text["text_index"]
+    if "latents" in files:
+        cache.latents = load_tensors(files["latents"])[0]["latents"]
+    return cache
+
+
+def _build_missing(stage, config: RunConfig, files: dict[str, Path]) -> None:
+    if not files["pixels"].is_file():
+        captions, pixels = load_videos(config.data)
+        save_tensors(files["pixels"], {"pixels": pixels}, {"captions": json.dumps(captions)})
+    loaded, meta = load_tensors(files["pixels"])
+    captions = json.loads(meta["captions"])
+    if "text" in files and not files["text"].is_file():
+        text, index = encode_captions(stage.get_text_encoder(), captions)
+        save_tensors(files["text"], {"text": text, "text_index": index}, {})
+    if "latents" in files and not files["latents"].is_file():
+        save_tensors(files["latents"], {"latents": encode_latents(stage.vae, loaded["pixels"])}, {})
+
+
+def weights_fingerprint(directory: Path) -> str:
+    """A hash of a model folder's files (config + weights): latents are re-encoded when the VAE changes."""
+    digest = hashlib.sha256()
+    for path in sorted(directory.glob("*")):
+        if path.is_file():
+            digest.update(path.name.encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]

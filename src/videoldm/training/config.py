@@ -1,0 +1,232 @@
+"""Training configs: one YAML file per stage, validated before any work.
+
+An unknown key, a wrong type or a missing input path is a `ConfigError` naming the key (e.g. `train.lr`).
+The sections mirror the dataclasses below; `configs/*.yaml` in the package holds the shipped model's configs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+STAGES = ("autoencoder", "image", "temporal", "decoder")
+
+
+class ConfigError(ValueError):
+    """A config problem, with the dotted key it concerns."""
+
+
+@dataclass
+class DataConfig:
+    """Where the videos are and how clips are cut from them.
+
+    The dataset is decoded (and, for latent stages, VAE-encoded) once into a cache under the run's output
+    folder; training clips of `num_frames` frames are drawn from the `cache_frames` cached frames per video.
+    """
+
+    videos: Path
+    captions: Path | None = None  # default: videos/captions.csv
+    size: int = 64
+    num_frames: int = 8
+    cache_frames: int = 32
+    frame_stride: int = 1
+    max_videos: int | None = None
+    random_flip: bool = False  # off for the shapes world: a flip turns "moving left" into "moving right"
+    cache_dir: Path | None = None  # default: output_dir/cache; stages may share one
+
+
+@dataclass
+class ModelConfig:
+    """What to train. Which keys matter depends on the stage (see the shipped configs)."""
+
+    pretrained: Path | None = None  # a model folder from the previous stage (vae/, unet/, text_encoder/, ...)
+    vae: dict[str, Any] | None = None  # AutoencoderKL config for the autoencoder stage
+    unet: dict[str, Any] | None = None  # UNet2DConditionModel config for the image stage
+    temporal: dict[str, Any] = field(default_factory=dict)  # TemporalAdapter options for the temporal stage
+    temporal_decoder: dict[str, Any] = field(default_factory=dict)  # options for the decoder stage
+    text_encoder: str = "builtin:all-MiniLM-L6-v2"  # or a local folder with a transformers model + tokenizer
+    text_max_length: int = 16
+    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
+    num_train_timesteps: int = 1000
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    # autoencoder / decoder stages
+    kl_weight: float = 1e-6
+    disc_lr: float = 1e-4
+    disc_start_step: int = 0
+    disc_weight: float = 0.5
+    lpips_weights: Path | None = None
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 1000
+    batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    gradient_checkpointing: bool = False
+    ema_decay: float | None = None
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    sample_every: int | None = None
+    log_every: int = 10
+    seed: int = 0
+    caption_dropout: float = 0.1
+    image_fraction: float = 0.0  # temporal stage: share of clips trained as images (image_only_indicator)
+    num_threads: int | None = None
+
+
+@dataclass
+class RunConfig:
+    stage: Literal["autoencoder", "image", "temporal", "decoder"]
+    output_dir: Path
+    data: DataConfig
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a YAML config; relative paths are resolved against the working directory."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    config = _build(RunConfig, raw, "", Path.cwd())
+    _check(config)
+    return config
+
+
+def _check(config: RunConfig) -> None:
+    if not config.data.videos.is_dir():
+        raise ConfigError(f"data.videos: folder {config.data.videos} does not exist")
+    captions = config.data.captions or config.data.videos / "captions.csv"
+    if not captions.is_file():
+        raise ConfigError(f"data.captions: file {captions} does not exist")
+    if config.model.pretrained is not None and not config.model.pretrained.is_dir():
+        raise ConfigError(f"model.pretrained: folder {config.model.pretrained} does not exist")
+    if config.optim.lpips_weights is not None and not config.optim.lpips_weights.is_file():
+        raise ConfigError(f"optim.lpips_weights: file {config.optim.lpips_weights} does not exist")
+    needs = {"autoencoder": "vae", "image": "unet"}
+    if config.stage in needs and getattr(config.model, needs[config.stage]) is None:
+        raise ConfigError(f"model.{needs[config.stage]}: required for stage {config.stage!r}")
+    if config.stage in ("image", "temporal", "decoder") and config.model.pretrained is None:
+        raise ConfigError(f"model.pretrained: required for stage {config.stage!r} (the previous stage's model folder)")
+    if config.data.num_frames > config.data.cache_frames:
+        raise ConfigError(
+            f"data.num_frames ({config.data.num_frames}) exceeds data.cache_frames ({config.data.cache_frames})"
+        )
+    for key in ("max_steps", "batch_size", "gradient_accumulation_steps", "checkpoint_every", "log_every"):
+        if getattr(config.train, key) < 1:
+            raise ConfigError(f"train.{key}: must be >= 1, got {getattr(config.train, key)}")
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str, base: Path) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        key = f"{prefix}{unknown[0]}"
+        raise ConfigError(f"{key}: unknown key; known keys here: {sorted(fields)}")
+    values = {}
+    for name, f in fields.items():
+        key = f"{prefix}{name}"
+        if name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{key}: missing required key")
+            continue
+        values[name] = _coerce(hints[name], raw[name], key, base)
+    return cls(**values)
+
+
+def _coerce(tp: Any, value: Any, key: str, base: Path) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _coerce(option, value, key, base)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0])
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return _build(tp, value, f"{key}.", base)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{key}: expected one of {list(typing.get_args(tp))}, got {value!r}")
+        return value
+    if tp is Path:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a path string, got {value!r}")
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (base / path).resolve()
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list | tuple) or len(value) != len(args):
+            raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(a, v, f"{key}[{i}]", base) for i, (a, v) in enumerate(zip(args, value, strict=True)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return value
+    return _scalar(tp, value, key)
+
+
+def _scalar(tp: Any, value: Any, key: str) -> Any:
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        # YAML reads "1e-4" as a string: accept numeric strings for floats only.
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from err
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported config type {tp}")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value

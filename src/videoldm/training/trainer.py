@@ -1,0 +1,201 @@
+"""One accelerate trainer for every stage: mixed precision, accumulation, EMA, checkpoints, resume, DDP.
+
+`train(config, resume=True)` runs `config.stage` to `train.max_steps` and exports a complete model folder to
+`output_dir/model/`. Resuming from the newest checkpoint reproduces the uninterrupted run: batches and noise
+are functions of (seed, step, micro-step, rank) and the checkpoint holds model, optimiser, LR scheduler, EMA
+and RNG states.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from videoldm.training import cache as C
+from videoldm.training.batches import step_generator
+from videoldm.training.checkpoint import latest_checkpoint, load_checkpoint, replace_dir, save_checkpoint
+from videoldm.training.config import RunConfig
+from videoldm.training.stages import Stage, build_stage
+
+logger = logging.getLogger(__name__)
+
+# Fault injection for the resume test: SIGKILL this process right after the given step (and its checkpoint).
+FAULT_ENV = "VIDEOLDM_KILL_AFTER_STEP"
+
+
+class Trainer:
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+        self.out = config.output_dir
+        if config.train.num_threads:
+            torch.set_num_threads(config.train.num_threads)
+        self.accelerator = Accelerator(
+            mixed_precision=config.train.mixed_precision,
+            log_with="tensorboard",
+            project_dir=str(self.out),
+        )
+        torch.manual_seed(config.train.seed)  # the same fresh weights on every rank
+        self.stage: Stage = build_stage(config)
+        trainable = self.stage.trainable()
+        self.params = [p for p in trainable.parameters() if p.requires_grad]
+        self.names = [n for n, p in trainable.named_parameters() if p.requires_grad]
+        opt = config.optim
+        self.optimizer = torch.optim.AdamW(self.params, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay)
+        self.lr_scheduler = get_scheduler(
+            "constant_with_warmup", self.optimizer, num_warmup_steps=opt.warmup_steps
+        )  # stepped once per optimiser step by us, not by accelerate (it would step once per process)
+        self.ema = EMAModel(self.params, decay=config.train.ema_decay) if config.train.ema_decay else None
+        self.step = 0
+
+    # ---------------------------------------------------------------------------------------------- setup
+    def build_cache(self) -> C.VideoCache:
+        """Rank 0 builds (or reuses) the cache; the others wait and read it."""
+        return C.prepare_cache(
+            self.stage,
+            self.config,
+            is_main=self.accelerator.is_main_process,
+            wait=self.accelerator.wait_for_everyone,
+        )
+
+    def resume(self) -> None:
+        checkpoint = latest_checkpoint(self.out)
+        if checkpoint is None:
+            logger.info("no checkpoint in %s: starting from step 0", self.out)
+            return
+        self.step, weights, states = load_checkpoint(checkpoint)
+        missing = [n for n in self.names if n not in weights]
+        if missing:
+            raise ValueError(f"{checkpoint}: checkpoint lacks trainable parameters {missing[:3]}")
+        with torch.no_grad():
+            for name, param in zip(self.names, self.params, strict=True):
+                param.copy_(weights[name])
+        self.optimizer.load_state_dict(states["optimizer"])
+        self.lr_scheduler.load_state_dict(states["lr_scheduler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(states["ema"])
+        self.accelerator.print(f"resumed from {checkpoint} at step {self.step}")
+
+    # ---------------------------------------------------------------------------------------------- loop
+    def fit(self, *, resume: bool = False) -> Path:
+        cfg = self.config.train
+        cache = self.build_cache()
+        if resume:
+            self.resume()
+        module, optimizer = self.accelerator.prepare(self.stage.module, self.optimizer)
+        self.accelerator.init_trackers("logs", config=_flat(self.config.to_dict()))
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=self.step,
+            desc=f"train {self.config.stage}",
+            disable=not self.accelerator.is_main_process,
+        )
+        fault = int(os.environ.get(FAULT_ENV, "0"))
+        while self.step < cfg.max_steps:
+            started = time.perf_counter()
+            loss = self._optimisation_step(module, optimizer, cache)
+            self.step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.lr_scheduler.get_last_lr()[0]:.2e}")
+            if self.step % cfg.log_every == 0:
+                self.accelerator.log(
+                    {
+                        "loss": loss,
+                        "lr": self.lr_scheduler.get_last_lr()[0],
+                        "s_per_step": time.perf_counter() - started,
+                    },
+                    step=self.step,
+                )
+            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps:
+                self.checkpoint()
+            if fault and self.step == fault:
+                os.kill(os.getpid(), signal.SIGKILL)
+        bar.close()
+        self.accelerator.end_training()
+        return self.export(cache)
+
+    def _optimisation_step(self, module, optimizer, cache: C.VideoCache) -> float:
+        cfg = self.config.train
+        rank = self.accelerator.process_index
+        total = 0.0
+        for micro in range(cfg.gradient_accumulation_steps):
+            batch = self.stage.batch(cache, step_generator(cfg.seed, self.step, micro, rank))
+            batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
+            last = micro == cfg.gradient_accumulation_steps - 1
+            with self.accelerator.no_sync(module) if not last else contextlib.nullcontext():
+                with self.accelerator.autocast():
+                    loss = module(**batch) / cfg.gradient_accumulation_steps
+                self.accelerator.backward(loss)
+            total += loss.item()
+        if self.config.optim.max_grad_norm:
+            self.accelerator.clip_grad_norm_(self.params, self.config.optim.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        self.lr_scheduler.step()
+        if self.ema is not None:
+            self.ema.step(self.params)
+        return total
+
+    # ---------------------------------------------------------------------------------------------- outputs
+    def checkpoint(self) -> None:
+        self._check_ranks_in_sync()
+        if self.accelerator.is_main_process:
+            states = {"optimizer": self.optimizer.state_dict(), "lr_scheduler": self.lr_scheduler.state_dict()}
+            if self.ema is not None:
+                states["ema"] = self.ema.state_dict()
+            weights = dict(zip(self.names, self.params, strict=True))
+            save_checkpoint(
+                self.out, step=self.step, weights=weights, states=states, keep=self.config.train.keep_checkpoints
+            )
+        self.accelerator.wait_for_everyone()
+
+    def _check_ranks_in_sync(self) -> None:
+        """DDP ranks must hold identical weights; a cheap checksum per rank, compared across ranks."""
+        if self.accelerator.num_processes == 1:
+            return
+        checksum = torch.stack([p.detach().double().sum() for p in self.params]).sum().reshape(1)
+        sums = self.accelerator.gather(checksum.to(self.accelerator.device))
+        if not torch.allclose(sums, sums[0].expand_as(sums), rtol=1e-9, atol=0):
+            raise RuntimeError(f"DDP ranks diverged at step {self.step}: parameter checksums {sums.tolist()}")
+
+    def export(self, cache: C.VideoCache) -> Path:
+        """Write `output_dir/model/` (EMA weights if EMA is on), atomically."""
+        final = self.out / "model"
+        if self.accelerator.is_main_process:
+            tmp = self.out / f".model.tmp-{os.getpid()}"
+            if self.ema is not None:
+                self.ema.store(self.params)
+                self.ema.copy_to(self.params)
+            self.stage.export(tmp, cache)
+            if self.ema is not None:
+                self.ema.restore(self.params)
+            replace_dir(tmp, final)
+        self.accelerator.wait_for_everyone()
+        return final
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """TensorBoard hparams take flat scalars and strings."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{key}."))
+        else:
+            out[key] = v if isinstance(v, int | float | str | bool) else str(v)
+    return out
+
+
+def train(config: RunConfig, *, resume: bool = False) -> Path:
+    """Run one stage; returns the exported model folder."""
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    return Trainer(config).fit(resume=resume)
