@@ -87,6 +87,9 @@ class TrainConfig:
     caption_dropout: float = 0.1
     image_fraction: float = 0.0  # temporal stage: share of clips trained as images (image_only_indicator)
     num_threads: int | None = None
+    # A wall-clock budget: stop after the first step past it, checkpoint and export (the step count reached is
+    # printed and logged). Off by default; the shipped model's runs record the steps they reached.
+    max_minutes: float | None = None
 
 
 @dataclass

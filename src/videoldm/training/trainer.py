@@ -88,6 +88,8 @@ class Trainer:
     # ---------------------------------------------------------------------------------------------- loop
     def fit(self, *, resume: bool = False) -> Path:
         cfg = self.config.train
+        acc = self.accelerator
+        acc.print(f"stage {self.config.stage}: {acc.num_processes} process(es) on {acc.device}, output {self.out}")
         cache = self.build_cache()
         if resume:
             self.resume()
@@ -100,6 +102,7 @@ class Trainer:
             disable=not self.accelerator.is_main_process,
         )
         fault = int(os.environ.get(FAULT_ENV, "0"))
+        deadline = time.monotonic() + 60 * cfg.max_minutes if cfg.max_minutes else None
         while self.step < cfg.max_steps:
             started = time.perf_counter()
             loss = self._optimisation_step(module, optimizer, cache)
@@ -115,10 +118,14 @@ class Trainer:
                     },
                     step=self.step,
                 )
-            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps:
+            out_of_time = deadline is not None and self._all_ranks_agree(time.monotonic() > deadline)
+            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps or out_of_time:
                 self.checkpoint()
             if fault and self.step == fault:
                 os.kill(os.getpid(), signal.SIGKILL)
+            if out_of_time:
+                acc.print(f"max_minutes={cfg.max_minutes} reached: stopping at step {self.step}")
+                break
         bar.close()
         self.accelerator.end_training()
         return self.export(cache)
@@ -157,6 +164,13 @@ class Trainer:
                 self.out, step=self.step, weights=weights, states=states, keep=self.config.train.keep_checkpoints
             )
         self.accelerator.wait_for_everyone()
+
+    def _all_ranks_agree(self, flag: bool) -> bool:
+        """True when rank 0 says so (ranks' clocks differ; they must stop at the same step)."""
+        if self.accelerator.num_processes == 1:
+            return flag
+        value = torch.tensor([float(flag)], device=self.accelerator.device)
+        return bool(self.accelerator.gather(value)[0].item())
 
     def _check_ranks_in_sync(self) -> None:
         """DDP ranks must hold identical weights; a cheap checksum per rank, compared across ranks."""
