@@ -1,0 +1,211 @@
+"""The shapes world: a synthetic text-to-video dataset small enough to train on a CPU.
+
+Each clip shows one object -- a circle, square or triangle in red, green, blue or yellow -- moving at constant
+speed left, right, up or down over a grey background (a random grey level plus a smooth grey gradient, so no
+saturated colour but the object's). The caption is exactly `a {colour} {shape} moving {direction}`: 48 captions.
+The object stays fully inside the frame for the whole clip. The dataset is written as real mp4 files plus
+`captions.csv` (columns `path,caption`), so it goes through the same loader as real data.
+
+Everything is a function of the seed: clip i draws from `numpy.random.default_rng([seed, i])`, so the same seed
+gives byte-identical files and a bigger dataset starts with the smaller one's clips.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from videoldm.io import atomic_path, write_video
+
+# Saturated RGB (0-255) with clearly distinct hues: red 0, yellow ~54, green ~124, blue ~234 degrees.
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (230, 30, 30),
+    "green": (30, 200, 40),
+    "blue": (40, 60, 230),
+    "yellow": (235, 215, 30),
+}
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
+# Unit motion (dx, dy) in image coordinates: x to the right, y downwards.
+DIRECTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+
+OBJECT_SIZE = (14.0, 20.0)  # pixels at size 64 (circle diameter, square side, triangle base and height)
+SPEED = (0.75, 1.25)  # pixels per frame at size 64
+MARGIN = 1.0  # pixels between the object and the frame edge, at the closest
+_SUPERSAMPLE = 4  # sub-pixel samples per axis: anti-aliased edges and sub-pixel motion
+
+
+def all_captions() -> list[str]:
+    """The 48 captions of the shapes world, in a fixed order (colour, then shape, then direction)."""
+    return [f"a {c} {s} moving {d}" for c in COLOURS for s in SHAPES for d in DIRECTIONS]
+
+
+def parse_caption(caption: str) -> tuple[str, str, str]:
+    """`a {colour} {shape} moving {direction}` -> (colour, shape, direction); ValueError otherwise."""
+    words = caption.strip().split()
+    if (
+        len(words) != 5
+        or words[0] != "a"
+        or words[3] != "moving"
+        or words[1] not in COLOURS
+        or words[2] not in SHAPES
+        or words[4] not in DIRECTIONS
+    ):
+        raise ValueError(
+            f"not a shapes-world caption: {caption!r}; expected 'a {{colour}} {{shape}} moving {{direction}}' "
+            f"with colour in {list(COLOURS)}, shape in {list(SHAPES)}, direction in {list(DIRECTIONS)}"
+        )
+    return words[1], words[2], words[4]
+
+
+@dataclass(frozen=True)
+class ShapesClip:
+    """Everything that defines one clip; `render()` turns it into pixels.
+
+    Positions are the object's centre in pixels (x right, y down) at frame 0; it moves `speed` px per frame.
+    """
+
+    colour: str
+    shape: str
+    direction: str
+    object_size: float
+    speed: float
+    start: tuple[float, float]
+    grey: float  # background grey level in [0, 1]
+    gradient: tuple[float, float]  # background grey change across the frame along x and y
+    num_frames: int
+    size: int
+
+    @property
+    def caption(self) -> str:
+        return f"a {self.colour} {self.shape} moving {self.direction}"
+
+    def centres(self) -> np.ndarray:
+        """(T, 2) the object's centre (x, y) in pixel coordinates (pixel i covers [i, i+1)) per frame."""
+        dx, dy = DIRECTIONS[self.direction]
+        steps = np.arange(self.num_frames, dtype=np.float64)[:, None] * self.speed
+        return np.asarray(self.start)[None] + steps * np.array([dx, dy], dtype=np.float64)[None]
+
+    def render(self) -> torch.Tensor:
+        """-> (C, T, H, W) float in [-1, 1]."""
+        return _render(self)
+
+
+def sample_clip(
+    colour: str, shape: str, direction: str, *, rng: np.random.Generator, num_frames: int = 32, size: int = 64
+) -> ShapesClip:
+    """Draw object size, speed, start position and background for a clip that keeps the object fully visible."""
+    parse_caption(f"a {colour} {shape} moving {direction}")  # validates the three words
+    if num_frames < 2 or size < 24:
+        raise ValueError(f"need num_frames >= 2 and size >= 24, got num_frames={num_frames}, size={size}")
+    scale = size / 64
+    extent = rng.uniform(*OBJECT_SIZE) * scale
+    lo, hi = MARGIN + extent / 2, size - MARGIN - extent / 2  # allowed centre range along each axis
+    speed = min(rng.uniform(*SPEED) * scale, (hi - lo) / (num_frames - 1))  # long clips slow down to fit
+    travel = speed * (num_frames - 1)
+    along = rng.uniform(lo, hi - travel)  # start position on the motion axis, before orienting it
+    across = rng.uniform(lo, hi)
+    dx, dy = DIRECTIONS[direction]
+    on_axis = along if dx + dy > 0 else size - along  # moving towards 0: start from the far side
+    start = (on_axis, across) if dx else (across, on_axis)
+    grey = rng.uniform(0.25, 0.75)
+    angle = rng.uniform(0, 2 * math.pi)
+    amplitude = rng.uniform(0.0, 0.2)
+    return ShapesClip(
+        colour=colour,
+        shape=shape,
+        direction=direction,
+        object_size=float(extent),
+        speed=float(speed),
+        start=(float(start[0]), float(start[1])),
+        grey=float(grey),
+        gradient=(float(amplitude * math.cos(angle)), float(amplitude * math.sin(angle))),
+        num_frames=num_frames,
+        size=size,
+    )
+
+
+def _coverage(clip: ShapesClip) -> torch.Tensor:
+    """(T, H, W) fraction of each pixel covered by the object, from supersampled inside tests."""
+    s, n = _SUPERSAMPLE, clip.size
+    coords = (torch.arange(n * s, dtype=torch.float64) + 0.5) / s
+    centres = torch.from_numpy(clip.centres())
+    x = coords[None, None, :] - centres[:, 0, None, None]  # (T, 1, W*s)
+    y = coords[None, :, None] - centres[:, 1, None, None]  # (T, H*s, 1)
+    half = clip.object_size / 2
+    if clip.shape == "circle":
+        inside = x**2 + y**2 <= half**2
+    elif clip.shape == "square":
+        inside = (x.abs() <= half) & (y.abs() <= half)
+    else:  # isosceles triangle pointing up, base = height = object_size: half the bounding box
+        rel = (y + half) / clip.object_size  # 0 at the apex, 1 at the base
+        inside = (rel >= 0) & (rel <= 1) & (x.abs() <= half * rel)
+    inside = inside.expand(clip.num_frames, n * s, n * s).double()
+    return torch.nn.functional.avg_pool2d(inside, s)
+
+
+def _render(clip: ShapesClip) -> torch.Tensor:
+    n = clip.size
+    ramp = (torch.arange(n, dtype=torch.float64) + 0.5) / n - 0.5
+    background = clip.grey + clip.gradient[0] * ramp[None, :] + clip.gradient[1] * ramp[:, None]  # (H, W)
+    colour = torch.tensor(COLOURS[clip.colour], dtype=torch.float64) / 255
+    cover = _coverage(clip)[None]  # (1, T, H, W)
+    video = cover * colour[:, None, None, None] + (1 - cover) * background[None, None]
+    return (video * 2 - 1).float()
+
+
+def render_shapes_video(
+    colour: str,
+    shape: str,
+    direction: str,
+    *,
+    rng: np.random.Generator | int,
+    num_frames: int = 32,
+    size: int = 64,
+) -> torch.Tensor:
+    """Render one clip without writing files -> (C, T, H, W) float in [-1, 1], C = 3."""
+    rng = np.random.default_rng(rng) if isinstance(rng, int) else rng
+    return sample_clip(colour, shape, direction, rng=rng, num_frames=num_frames, size=size).render()
+
+
+def balanced_captions(count: int, *, seed: int) -> list[str]:
+    """`count` captions cycling through all 48, each cycle shuffled by the seed (balanced within +-1)."""
+    captions = all_captions()
+    order: list[str] = []
+    for cycle in range(math.ceil(count / len(captions))):
+        perm = np.random.default_rng([seed, cycle, 48]).permutation(len(captions))
+        order.extend(captions[i] for i in perm)
+    return order[:count]
+
+
+def write_shapes_dataset(
+    out_dir: str | Path, *, videos: int, seed: int, num_frames: int = 32, size: int = 64, fps: float = 8
+) -> Path:
+    """Write `videos` clips as `{i:05d}.mp4` plus `captions.csv` (path,caption) into `out_dir`; returns it."""
+    if videos < 1:
+        raise ValueError(f"videos must be >= 1, got {videos}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"output folder {out_dir} exists and is not a folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, caption in enumerate(balanced_captions(videos, seed=seed)):
+        colour, shape, direction = parse_caption(caption)
+        rng = np.random.default_rng([seed, i])
+        clip = sample_clip(colour, shape, direction, rng=rng, num_frames=num_frames, size=size)
+        name = f"{i:05d}.mp4"
+        write_video(out_dir / name, clip.render(), fps=fps)
+        rows.append((name, caption))
+    # captions.csv last: a folder with it is complete.
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "caption"])
+    writer.writerows(rows)
+    with atomic_path(out_dir / "captions.csv") as tmp:
+        tmp.write_text(buffer.getvalue())
+    return out_dir
