@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -20,7 +22,7 @@ def test_plan_covers_every_frame_with_equal_chunks_and_normalised_ramps(frames, 
         coverage[c.start : c.stop] += c.weights
     assert (coverage > 0).all() and plan[0].start == 0 and plan[-1].stop == frames
     # Regular overlaps cross-fade linearly: the two weights of a shared frame sum to 1.
-    for a, b in zip(plan, plan[1:], strict=False):
+    for a, b in itertools.pairwise(plan):
         if a.stop - b.start == overlap > 0:
             shared = a.weights[-overlap:] + b.weights[:overlap]
             torch.testing.assert_close(shared, torch.ones(overlap))
