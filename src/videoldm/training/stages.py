@@ -40,7 +40,6 @@ def noise_scheduler_config(config: RunConfig) -> dict[str, Any]:
         "beta_schedule": "scaled_linear",
         "prediction_type": config.model.prediction_type,
         "clip_sample": False,
-        "set_alpha_to_one": False,
         "steps_offset": 1,
     }
 
@@ -177,7 +176,8 @@ class Stage:
                 (directory / sub / "builtin.json").write_text(marker)
         else:
             self.get_text_encoder().save_pretrained(directory / "text_encoder", directory / "tokenizer")
-        DDIMScheduler(**noise_scheduler_config(self.config)).save_pretrained(directory / "scheduler")
+        ddim = DDIMScheduler(**noise_scheduler_config(self.config), set_alpha_to_one=False)
+        ddim.save_pretrained(directory / "scheduler")
 
 
 class AutoencoderStage(Stage):

@@ -127,8 +127,9 @@ class Trainer:
                 acc.print(f"max_minutes={cfg.max_minutes} reached: stopping at step {self.step}")
                 break
         bar.close()
-        self.accelerator.end_training()
-        return self.export(cache)
+        model = self.export(cache)
+        self.accelerator.end_training()  # also ends the process group: last
+        return model
 
     def _optimisation_step(self, module, optimizer, cache: C.VideoCache) -> float:
         cfg = self.config.train

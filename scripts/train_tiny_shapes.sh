@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Train the shipped tiny Video LDM on the shapes world, stage by stage, then copy it into the package (fp16).
+# Usage: scripts/train_tiny_shapes.sh [EXTRA ARGS FOR EVERY `videoldm train`, e.g. --resume]
+# Run from the repository root. docs/tiny-model.md records the steps and wall time of each stage.
+set -euo pipefail
+PY=${PYTHON:-python}
+VIDEOS=${VIDEOS:-1024}
+if [ ! -f data/shapes/captions.csv ]; then
+  /usr/bin/time -f "data: %e s" $PY -m videoldm data shapes --out data/shapes --videos "$VIDEOS" --seed 0
+fi
+for stage in autoencoder image temporal; do
+  /usr/bin/time -f "$stage: %e s" $PY -m videoldm train "configs/tiny-shapes/$stage.yaml" "$@"
+done
+$PY scripts/ship_model.py runs/tiny-shapes/temporal/model src/videoldm/assets/tiny-shapes
