@@ -1,0 +1,1 @@
+"""Evaluation: metrics for generated videos and the shapes-world analysis."""
