@@ -3,8 +3,9 @@
 Video tensors are (B, C, T, H, W) everywhere: batch, channels, frames, height, width.
 """
 
+from videoldm.pipelines import VideoLDMPipeline
 from videoldm.temporal import TemporalAdapter
 from videoldm.video_unet import VideoUNet, VideoUNetOutput
 
-__all__ = ["TemporalAdapter", "VideoUNet", "VideoUNetOutput"]
+__all__ = ["TemporalAdapter", "VideoLDMPipeline", "VideoUNet", "VideoUNetOutput"]
 __version__ = "0.1.0"

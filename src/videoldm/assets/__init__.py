@@ -1,0 +1,21 @@
+"""Model files shipped inside the package: the tiny shapes-world Video LDM, `videoldm generate`'s default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SHIPPED_MODEL = "tiny-shapes"
+
+
+def shipped_model_dir() -> Path:
+    """The folder of the shipped tiny model (unet/, temporal/, vae/, text_encoder/, tokenizer/, scheduler/).
+
+    Raises FileNotFoundError, saying what to do, when the package was built without it.
+    """
+    folder = Path(__file__).resolve().parent / SHIPPED_MODEL
+    if not (folder / "unet").is_dir():
+        raise FileNotFoundError(
+            f"the shipped model is not installed: {folder} has no unet/ folder; train it (see docs/) "
+            "or pass --model DIR"
+        )
+    return folder
