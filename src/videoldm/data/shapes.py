@@ -115,7 +115,7 @@ def sample_clip(
     start = (on_axis, across) if dx else (across, on_axis)
     grey = rng.uniform(0.25, 0.75)
     angle = rng.uniform(0, 2 * math.pi)
-    amplitude = rng.uniform(0.0, 0.2)
+    amplitude = rng.uniform(0.05, 0.2)  # a visible but gentle gradient
     return ShapesClip(
         colour=colour,
         shape=shape,
