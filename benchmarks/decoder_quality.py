@@ -1,0 +1,119 @@
+"""Image decoder vs temporal decoder on held-out shapes-world videos: PSNR, SSIM and temporal flicker.
+
+Needs a model folder with `vae/` and `temporal_decoder/` (the shipped tiny-shapes model once its decoder stage is
+trained). The videos are rendered in memory from a seed the training data does not use (or read from --videos).
+Both decoders decode the same latents (posterior mean). The issue's targets: temporal flicker of the temporal
+decoder <= 1/3 of the image decoder's, PSNR no more than 0.5 dB lower.
+
+Run: .venv/bin/python -m benchmarks.decoder_quality [--model DIR] [--num-videos 64] [--frames 16]
+(writes benchmarks/results/decoder_quality.md)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.common import RESULTS, machine_header, machine_info, markdown_table, write_atomic
+from videoldm.autoencoder import VideoAutoencoder
+from videoldm.autoencoder.metrics import psnr, ssim, temporal_flicker
+
+HELD_OUT_SEED = 90_001  # the shapes datasets of the configs use small seeds; this one is for evaluation only
+
+
+def held_out_shapes(num_videos: int, *, frames: int, size: int, seed: int = HELD_OUT_SEED) -> torch.Tensor:
+    """(N, 3, T, size, size) shapes-world clips in [-1, 1], captions balanced over the 48."""
+    from videoldm.data.shapes import balanced_captions, parse_caption, render_shapes_video
+
+    clips = []
+    for i, caption in enumerate(balanced_captions(num_videos, seed=seed)):
+        colour, shape, direction = parse_caption(caption)
+        rng = np.random.default_rng([seed, i])
+        clips.append(render_shapes_video(colour, shape, direction, rng=rng, num_frames=frames, size=size))
+    return torch.stack(clips)
+
+
+def read_videos(folder: Path, *, frames: int) -> torch.Tensor:
+    """The first `frames` frames of every video in `folder` (sorted by name), stacked: (N, 3, T, H, W)."""
+    from videoldm.evaluation.metrics import list_videos
+    from videoldm.io import read_video
+
+    clips = [read_video(path, max_frames=frames)[0] for path in list_videos(folder)]
+    short = [c.shape[1] for c in clips if c.shape[1] < frames]
+    if short:
+        raise ValueError(f"{folder}: some videos have fewer than {frames} frames (e.g. {short[0]})")
+    return torch.stack(clips)
+
+
+@torch.no_grad()
+def compare_decoders(
+    video_ae: VideoAutoencoder, videos: torch.Tensor, *, batch_size: int = 8, chunk_size: int | None = None
+) -> dict[str, dict[str, float]]:
+    """Mean PSNR / SSIM / flicker of the image and the temporal decoder over videos (N, 3, T, H, W)."""
+    scores: dict[str, dict[str, list[torch.Tensor]]] = {
+        name: {"psnr": [], "ssim": [], "flicker": []} for name in ("image", "temporal")
+    }
+    for i in range(0, videos.shape[0], batch_size):
+        batch = videos[i : i + batch_size]
+        latents = video_ae.encode(batch)
+        for name in scores:
+            recon = video_ae.decode(latents, chunk_size=chunk_size, image_decoder=name == "image").clamp(-1, 1)
+            scores[name]["psnr"].append(psnr(recon, batch))
+            scores[name]["ssim"].append(ssim(recon, batch))
+            scores[name]["flicker"].append(temporal_flicker(recon, batch))
+    return {name: {k: torch.cat(v).mean().item() for k, v in metrics.items()} for name, metrics in scores.items()}
+
+
+def report(results: dict[str, dict[str, float]], *, model: Path, videos: str, header: str) -> str:
+    image, temporal = results["image"], results["temporal"]
+    rows = [{"decoder": name, **metrics} for name, metrics in results.items()]
+    flicker_ratio = temporal["flicker"] / max(image["flicker"], 1e-12)
+    psnr_drop = image["psnr"] - temporal["psnr"]
+    verdict = (
+        f"flicker ratio temporal / image = {flicker_ratio:.3f} (target <= 0.333: "
+        f"{'met' if flicker_ratio <= 1 / 3 else 'NOT met'}); PSNR change = {-psnr_drop:+.2f} dB (target >= -0.5 dB: "
+        f"{'met' if psnr_drop <= 0.5 else 'NOT met'})."
+    )
+    return (
+        "# Temporal decoder quality: image decoder vs temporal decoder\n\n"
+        f"{header}\n\nModel: `{model}`. Videos: {videos}. PSNR (dB) and SSIM on the [0, 1] scale per video; "
+        "flicker = mean |(x̂[t+1] - x̂[t]) - (x[t+1] - x[t])| on the [0, 1] scale (lower is better).\n\n"
+        f"{markdown_table(rows, ['decoder', 'psnr', 'ssim', 'flicker'], floats='.4f')}\n\n{verdict}\n\n"
+        "Reproduce: `.venv/bin/python -m benchmarks.decoder_quality`\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped model)")
+    parser.add_argument("--videos", type=Path, default=None, help="a folder of videos instead of rendered shapes")
+    parser.add_argument("--num-videos", type=int, default=64)
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--chunk-size", type=int, default=None)
+    parser.add_argument("--output", type=Path, default=RESULTS / "decoder_quality.md")
+    args = parser.parse_args(argv)
+    if args.model is None:
+        from videoldm.assets import shipped_model_dir
+
+        args.model = shipped_model_dir()
+    if not (args.model / "temporal_decoder").is_dir():
+        sys.exit(f"error: {args.model} has no temporal_decoder/ folder: train the decoder stage first")
+    video_ae = VideoAutoencoder.from_model_dir(args.model)
+    if args.videos is not None:
+        videos, described = read_videos(args.videos, frames=args.frames), f"`{args.videos}`"
+    else:
+        videos = held_out_shapes(args.num_videos, frames=args.frames, size=args.size)
+        described = f"{args.num_videos} held-out shapes-world clips (seed {HELD_OUT_SEED}), {args.frames} frames"
+    results = compare_decoders(video_ae, videos, chunk_size=args.chunk_size)
+    info = machine_info()
+    header = machine_header(info, load_before=info["load_1min"], load_after=info["load_1min"])
+    return write_atomic(args.output, report(results, model=args.model, videos=described, header=header))
+
+
+if __name__ == "__main__":
+    print(main())
