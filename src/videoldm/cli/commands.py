@@ -5,3 +5,4 @@ from videoldm.cli import train  # noqa: F401
 from videoldm.cli import evaluate_metrics  # noqa: F401
 from videoldm.cli import data  # noqa: F401
 from videoldm.cli import reconstruct  # noqa: F401
+from videoldm.cli import generate  # noqa: F401

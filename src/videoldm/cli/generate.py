@@ -1,0 +1,133 @@
+"""`videoldm generate PROMPT`: sample a video with a Video LDM folder (default: the shipped tiny model).
+
+Every argument is checked before the model is loaded -- sizes from the folder's JSON configs alone -- so bad
+input costs nothing and exits with code 2 and one line; the video is written atomically (io.write_video).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import typer
+
+from videoldm.cli.app import app, fail
+
+
+@app.command()
+def generate(
+    prompt: str = typer.Argument(..., help='What the video shows, e.g. "a red circle moving right".'),
+    model: Path | None = typer.Option(None, "--model", help="A Video LDM folder (default: the shipped tiny model)."),
+    num_frames: int = typer.Option(16, "--num-frames", help="Frames T."),
+    steps: int = typer.Option(25, "--steps", help="Denoising steps."),
+    guidance: float = typer.Option(7.5, "--guidance", help="Classifier-free guidance scale (<= 1: off)."),
+    seed: int | None = typer.Option(None, "--seed", help="Noise seed (default: a random one, put in the name)."),
+    fps: float = typer.Option(8.0, "--fps", help="Frames per second of the written video."),
+    height: int | None = typer.Option(None, "--height", help="Pixels (default: the model's training size)."),
+    width: int | None = typer.Option(None, "--width", help="Pixels (default: the model's training size)."),
+    negative_prompt: str | None = typer.Option(None, "--negative-prompt", help="Steer away from this."),
+    image_only: bool = typer.Option(False, "--image-only", help="Every alpha = 1: the image model per frame."),
+    image_decoder: bool = typer.Option(False, "--image-decoder", help="Ignore a temporal decoder."),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="ddim, dpm++ or euler (default: the model's)."),
+    output: Path | None = typer.Option(None, "--output", "-o", help=".mp4 or .gif (default ./videoldm-SEED.mp4)."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, ... (default: cuda if available)."),
+) -> None:
+    """Generate a video from text and print the path of the written .mp4 / .gif."""
+    seed = secrets.randbelow(2**31) if seed is None else seed
+    output = output or Path(f"videoldm-{seed}.mp4")
+    _check_arguments(prompt, num_frames=num_frames, steps=steps, guidance=guidance, fps=fps, scheduler=scheduler)
+    _check_output(output)
+    model_dir = _model_dir(model)
+    height, width = _check_size(model_dir, height, width)
+
+    import torch
+
+    from videoldm.diffusion import make_scheduler
+    from videoldm.io import write_video
+    from videoldm.pipelines import VideoLDMPipeline
+
+    try:
+        pipe = VideoLDMPipeline.from_pretrained(model_dir, image_decoder=image_decoder)
+    except (OSError, ValueError) as err:
+        fail(f"cannot load model {model_dir}: {err}")
+    if scheduler is not None:
+        pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
+    pipe.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    pipe.set_progress_bar_config(desc="generating", unit="step")
+    video = pipe(
+        prompt,
+        num_frames=num_frames,
+        height=height,
+        width=width,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        negative_prompt=negative_prompt,
+        generator=torch.Generator().manual_seed(seed),
+        image_only=image_only,
+        image_decoder=image_decoder,
+    ).frames
+    typer.echo(str(write_video(output, video[0].cpu(), fps=fps)))
+
+
+def _check_arguments(
+    prompt: str, *, num_frames: int, steps: int, guidance: float, fps: float, scheduler: str | None
+) -> None:
+    if not prompt.strip():
+        fail("PROMPT must not be empty")
+    if num_frames < 1:
+        fail(f"--num-frames must be >= 1, got {num_frames}")
+    if steps < 1:
+        fail(f"--steps must be >= 1, got {steps}")
+    if not guidance >= 0:
+        fail(f"--guidance must be >= 0, got {guidance}")
+    if not 0 < fps < float("inf"):
+        fail(f"--fps must be a positive number, got {fps}")
+    from videoldm.diffusion import SAMPLERS
+
+    if scheduler is not None and scheduler not in SAMPLERS:
+        fail(f"--scheduler must be one of {', '.join(SAMPLERS)}, got {scheduler!r}")
+
+
+def _check_output(output: Path) -> None:
+    """A .mp4 or .gif path in an existing, writable folder (checked before any work)."""
+    if output.is_dir():
+        fail(f"--output {output} is a folder; expected a .mp4 or .gif file path")
+    if output.suffix.lower() not in (".mp4", ".gif"):
+        fail(f"--output {output}: unknown extension {output.suffix!r}; expected .mp4 or .gif")
+    folder = output.parent
+    if not folder.is_dir():
+        fail(f"--output {output}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        fail(f"--output {output}: folder {folder} is not writable")
+
+
+def _model_dir(model: Path | None) -> Path:
+    from videoldm.assets import shipped_model_dir
+    from videoldm.loading import check_model_dir
+    from videoldm.pipelines.folders import PIPELINE_PARTS
+
+    try:
+        return check_model_dir(shipped_model_dir() if model is None else model, PIPELINE_PARTS)
+    except FileNotFoundError as err:
+        fail(str(err))
+
+
+def _check_size(model_dir: Path, height: int | None, width: int | None) -> tuple[int, int]:
+    """The video size, defaulting to the model's; both multiples of what the VAE and the UNet can take."""
+    from videoldm.loading import ModelGeometry
+
+    try:
+        geometry = ModelGeometry.read(model_dir)
+    except (OSError, ValueError, KeyError) as err:
+        fail(f"cannot read the configs of {model_dir}: {err}")
+    default = geometry.default_size
+    sizes = {"--height": default if height is None else height, "--width": default if width is None else width}
+    multiple = geometry.size_multiple
+    for name, value in sizes.items():
+        if value < multiple or value % multiple:
+            fail(
+                f"{name} must be a positive multiple of {multiple} for this model (VAE factor "
+                f"{geometry.vae_scale_factor} x 2^{geometry.num_down_blocks - 1} UNet downsamplings), got {value}"
+            )
+    return sizes["--height"], sizes["--width"]

@@ -1,0 +1,136 @@
+"""`videoldm generate`: a video file from a tiny model folder; bad input exits 2 with one line and no file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import videoldm.assets
+from test_pipeline_fixtures import write_tiny_video_ldm
+from videoldm.cli import app
+from videoldm.io import read_video
+from videoldm.pipelines import VideoLDMPipeline
+
+PROMPT = "a red circle moving left"
+FAST = ["--num-frames", "3", "--steps", "2"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return write_tiny_video_ldm(tmp_path_factory.mktemp("model") / "tiny")
+
+
+def _run(*args: str):
+    return CliRunner().invoke(app, ["generate", *args])
+
+
+def _generate(model_dir: Path, output: Path, *extra: str) -> bytes:
+    result = _run(PROMPT, "--model", str(model_dir), *FAST, "--output", str(output), *extra)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().splitlines()[-1] == str(output)
+    return output.read_bytes()
+
+
+def test_writes_mp4_and_gif_and_same_seed_gives_same_video(model_dir: Path, tmp_path: Path) -> None:
+    first = _generate(model_dir, tmp_path / "a.mp4", "--seed", "3")
+    again = _generate(model_dir, tmp_path / "b.mp4", "--seed", "3")
+    other = _generate(model_dir, tmp_path / "c.mp4", "--seed", "4")
+    assert first == again  # same seed, same frames, byte-identical file
+    assert first != other
+    video, _ = read_video(tmp_path / "a.mp4")
+    assert video.shape == (3, 3, 16, 16)  # (C, T, H, W) at the model's default size
+
+    _generate(model_dir, tmp_path / "d.gif", "--seed", "3", "--fps", "4", "--width", "24")
+    gif, fps = read_video(tmp_path / "d.gif")
+    assert gif.shape == (3, 3, 16, 24) and fps == pytest.approx(4, rel=0.05)
+
+
+def test_image_only_and_other_samplers_run(model_dir: Path, tmp_path: Path) -> None:
+    aligned = _generate(model_dir, tmp_path / "aligned.mp4", "--seed", "1", "--scheduler", "dpm++")
+    image = _generate(model_dir, tmp_path / "image.mp4", "--seed", "1", "--scheduler", "dpm++", "--image-only")
+    assert aligned != image  # --image-only switches the temporal layers off
+    _generate(model_dir, tmp_path / "euler.mp4", "--seed", "1", "--scheduler", "euler", "--image-decoder")
+
+
+def test_default_model_and_default_output_name(model_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(videoldm.assets, "shipped_model_dir", lambda: model_dir)
+    monkeypatch.chdir(tmp_path)
+    result = _run(PROMPT, *FAST, "--seed", "5")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().splitlines()[-1] == "videoldm-5.mp4"
+    assert (tmp_path / "videoldm-5.mp4").is_file()
+
+
+def test_missing_shipped_model_is_a_clean_error(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(videoldm.assets, "SHIPPED_MODEL", "not-trained-yet")
+    with pytest.raises(FileNotFoundError, match="--model"):
+        videoldm.assets.shipped_model_dir()
+    result = _run(PROMPT, "--output", str(tmp_path / "x.mp4"))
+    assert result.exit_code == 2
+    assert "shipped model is not installed" in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
+BAD_INPUT = [
+    (["", "--model", "{model}"], "PROMPT must not be empty"),
+    ([PROMPT, "--model", "{model}", "--num-frames", "0"], "--num-frames must be >= 1"),
+    ([PROMPT, "--model", "{model}", "--steps", "0"], "--steps must be >= 1"),
+    ([PROMPT, "--model", "{model}", "--height", "18"], "--height must be a positive multiple of 4"),
+    ([PROMPT, "--model", "{model}", "--width", "0"], "--width must be a positive multiple of 4"),
+    ([PROMPT, "--model", "{model}", "--scheduler", "plms"], "--scheduler must be one of"),
+    ([PROMPT, "--model", "{out}/no-model"], "no-model does not exist"),
+    ([PROMPT, "--model", "{out}"], "has no unet/ subfolder"),
+    ([PROMPT, "--model", "{model}", "--output", "{out}/missing/v.mp4"], "does not exist"),
+    ([PROMPT, "--model", "{model}", "--output", "{out}/v.avi"], "unknown extension '.avi'"),
+    ([PROMPT, "--model", "{model}", "--output", "{out}"], "is a folder"),
+    ([PROMPT, "--model", "{model}", "--fps", "0"], "--fps must be a positive number"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUT)
+def test_bad_input_exits_2_with_one_line_before_loading(
+    model_dir: Path, tmp_path: Path, monkeypatch, args: list[str], message: str
+) -> None:
+    def must_not_load(*_args, **_kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(VideoLDMPipeline, "from_pretrained", must_not_load)
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [a.format(model=model_dir, out=out) for a in args]
+    if "--output" not in args:
+        args += ["--output", str(out / "video.mp4")]
+    result = _run(*args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert not list(out.iterdir())  # no partial file
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only folders")
+def test_unwritable_output_folder(model_dir: Path, tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        result = _run(PROMPT, "--model", str(model_dir), "--output", str(locked / "v.mp4"))
+    finally:
+        locked.chmod(0o700)
+    assert result.exit_code == 2 and "not writable" in result.stderr
+    assert not list(locked.iterdir())
+
+
+def test_broken_model_folder_is_a_clean_error(model_dir: Path, tmp_path: Path) -> None:
+    """A folder that passes the layout checks but whose temporal adapter does not fit the UNet."""
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    (broken / "temporal" / "config.json").write_text('{"layer_specs": [], "bogus_option": 1}')
+    result = _run(PROMPT, "--model", str(broken), *FAST, "--output", str(tmp_path / "v.mp4"))
+    assert result.exit_code == 2
+    assert "cannot load model" in result.stderr and "bogus_option" in result.stderr
+    assert not (tmp_path / "v.mp4").exists()
