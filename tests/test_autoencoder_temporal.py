@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from autoencoder_fixtures import perturb_temporal, tiny_vae, tiny_video
-from videoldm.autoencoder import VideoAutoencoder
+from videoldm.autoencoder import VideoAutoencoder, load_video_autoencoder
 from videoldm.temporal.adapter import WEIGHTS_NAME
 
 
@@ -131,6 +131,10 @@ def test_save_and_load_temporal_parameters_alone(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded.decode(latents), video_ae.decode(latents), rtol=0, atol=0)
     assert loaded.temporal.config.max_attention_distance == 2
+    # the pipeline's loader: the same thing for a model folder's temporal_decoder/
+    via_loader = load_video_autoencoder(tiny_vae(), tmp_path / "temporal_decoder")
+    with torch.no_grad():
+        torch.testing.assert_close(via_loader.decode(latents), video_ae.decode(latents), rtol=0, atol=0)
 
 
 def test_model_folder_round_trip_and_image_decoder_switch(tmp_path):

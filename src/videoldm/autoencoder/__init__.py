@@ -4,6 +4,13 @@ from videoldm.autoencoder.discriminator import VideoDiscriminator
 from videoldm.autoencoder.losses import DecoderLoss
 from videoldm.autoencoder.lpips import LPIPS
 from videoldm.autoencoder.temporal_decoder import TemporalDecoderAdapter
-from videoldm.autoencoder.video_autoencoder import VideoAutoencoder
+from videoldm.autoencoder.video_autoencoder import VideoAutoencoder, load_video_autoencoder
 
-__all__ = ["LPIPS", "DecoderLoss", "TemporalDecoderAdapter", "VideoAutoencoder", "VideoDiscriminator"]
+__all__ = [
+    "LPIPS",
+    "DecoderLoss",
+    "TemporalDecoderAdapter",
+    "VideoAutoencoder",
+    "VideoDiscriminator",
+    "load_video_autoencoder",
+]

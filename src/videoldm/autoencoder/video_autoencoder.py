@@ -261,3 +261,8 @@ def _on_vae(adapter: TemporalDecoderAdapter, vae: AutoencoderKL) -> TemporalDeco
     if (adapter.device, adapter.dtype) != (vae.device, vae.dtype):
         adapter = adapter.to(device=vae.device, dtype=vae.dtype)
     return adapter
+
+
+def load_video_autoencoder(vae: AutoencoderKL, directory: str | Path) -> VideoAutoencoder:
+    """`vae` with the trained temporal decoder saved in `directory` (a model folder's `temporal_decoder/`)."""
+    return VideoAutoencoder.from_vae(vae, temporal=directory)
