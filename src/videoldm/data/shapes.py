@@ -145,8 +145,8 @@ def _coverage(clip: ShapesClip) -> torch.Tensor:
     else:  # isosceles triangle pointing up, base = height = object_size: half the bounding box
         rel = (y + half) / clip.object_size  # 0 at the apex, 1 at the base
         inside = (rel >= 0) & (rel <= 1) & (x.abs() <= half * rel)
-    inside = inside.expand(clip.num_frames, n * s, n * s).double()
-    return torch.nn.functional.avg_pool2d(inside, s)
+    inside = inside.expand(clip.num_frames, n * s, n * s).float()  # coverage k/16 is exact in float32
+    return torch.nn.functional.avg_pool2d(inside, s).double()
 
 
 def _render(clip: ShapesClip) -> torch.Tensor:

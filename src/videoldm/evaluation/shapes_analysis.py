@@ -96,18 +96,24 @@ def _largest_blobs(mask: np.ndarray) -> np.ndarray:
     """(T, H, W) bool -> (T, H, W) bool: per frame, the largest 8-connected component of `mask`.
 
     Labels spread to their 3 x 3 neighbours (max) until stable: each pixel ends with its component's largest index.
+    Only the box around all masked pixels is processed (the object is small).
     """
-    labels = np.where(mask, np.arange(1, mask.size + 1, dtype=np.int64).reshape(mask.shape), 0)
+    out = np.zeros_like(mask)
+    rows, cols = np.flatnonzero(mask.any((0, 2))), np.flatnonzero(mask.any((0, 1)))
+    if not len(rows):
+        return out
+    box = (slice(None), slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    inside = mask[box]
+    labels = np.where(inside, np.arange(1, inside.size + 1, dtype=np.int32).reshape(inside.shape), 0)
     while True:
-        spread = np.where(mask, _spread_max(labels, 1), 0)
+        spread = np.where(inside, _spread_max(labels, 1), 0)
         if np.array_equal(spread, labels):
             break
         labels = spread
-    out = np.zeros_like(mask)
     for i, frame in enumerate(labels):
         values, counts = np.unique(frame[frame > 0], return_counts=True)
         if len(values):
-            out[i] = frame == values[counts.argmax()]
+            out[box][i] = frame == values[counts.argmax()]
     return out
 
 
@@ -140,13 +146,16 @@ def _analyse(rgb: np.ndarray) -> list[FrameAnalysis | None]:
     # Soft coverage near the blob (edges blurred by chroma subsampling count fractionally), so that area, widths
     # and moments are integrals that blur hardly moves.
     near = _spread_max(blobs, 2)
-    ys, xs = np.mgrid[0 : rgb.shape[1], 0 : rgb.shape[2]].astype(np.float64) + 0.5  # pixel i covers [i, i + 1)
     results: list[FrameAnalysis | None] = []
     for frame, sat, blob, region in zip(rgb, saturation, blobs, near, strict=True):
         if not blob.any():
             results.append(None)
             continue
-        cover = np.clip(sat / np.quantile(sat[blob], 0.9), 0, 1) * region
+        # Work in the box around the blob's neighbourhood; coordinates are pixel centres (pixel i covers [i, i+1)).
+        rows, cols = np.flatnonzero(region.any(1)), np.flatnonzero(region.any(0))
+        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        ys, xs = np.mgrid[box].astype(np.float64) + 0.5
+        cover = np.clip(sat[box] / np.quantile(sat[blob], 0.9), 0, 1) * region[box]
         area = float(cover.sum())
         if area < MIN_AREA_FRACTION * sat.size:
             results.append(None)
