@@ -18,6 +18,7 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
+from av.video.reformatter import VideoReformatter
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".mov", ".gif", ".avi", ".m4v")
 WRITE_EXTENSIONS = (".mp4", ".gif")
@@ -111,13 +112,14 @@ def _decode_frames(container, stream, indices: Sequence[int], fps: float) -> dic
         container.seek(start + int((first - 0.5) / fps / stream.time_base), stream=stream, backward=True)
         index = None
     out: dict[int, np.ndarray] = {}
+    to_rgb = VideoReformatter()  # one scaler for all frames: a fresh one per frame costs 3x the decoding
     for frame in container.decode(stream):
         if index is None:
             if frame.pts is None:
                 raise ValueError("frames have no timestamps after seeking")
             index = round(float((frame.pts - (stream.start_time or 0)) * stream.time_base) * fps)
         if index in wanted:
-            out[index] = frame.to_ndarray(format="rgb24")
+            out[index] = to_rgb.reformat(frame, format="rgb24").to_ndarray()
         if index >= last:
             break
         index += 1
@@ -153,8 +155,9 @@ def read_video(path: str | Path, *, max_frames: int | None = None) -> tuple[torc
         try:
             fps = _stream_fps(stream)
             frames = []
+            to_rgb = VideoReformatter()
             for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24"))
+                frames.append(to_rgb.reformat(frame, format="rgb24").to_ndarray())
                 if max_frames is not None and len(frames) >= max_frames:
                     break
         except (av.FFmpegError, ValueError) as err:
