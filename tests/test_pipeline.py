@@ -204,3 +204,12 @@ def test_from_stable_diffusion_starts_as_the_image_model(sd_folder: Path) -> Non
     pipe = VideoLDMPipeline.from_stable_diffusion(sd_folder, position_encoding="relative")
     assert isinstance(pipe.unet, VideoUNet) and pipe.unet.temporal.config.position_encoding == "relative"
     assert pipe.text_encoder_marker is None and pipe.temporal_decoder is None
+
+
+def test_same_seed_same_noise_in_any_dtype(sd_folder: Path) -> None:
+    pipe = VideoLDMPipeline.from_stable_diffusion(sd_folder)
+    full = pipe.prepare_latents(1, num_frames=4, height=16, width=16, generator=torch.Generator().manual_seed(0))
+    pipe.to(dtype=torch.float64)  # torch draws float64 (and, on some builds, float16) normals differently
+    double = pipe.prepare_latents(1, num_frames=4, height=16, width=16, generator=torch.Generator().manual_seed(0))
+    assert double.dtype == torch.float64
+    torch.testing.assert_close(double.float(), full, atol=0, rtol=0)

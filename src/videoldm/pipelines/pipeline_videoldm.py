@@ -119,9 +119,11 @@ class VideoLDMPipeline:
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> VideoLDMPipeline:
         """Move (and cast) every model; returns self."""
+        # dtype only when given: diffusers' ModelMixin.to warns whenever a dtype keyword is present
+        target = {k: v for k, v in {"device": device, "dtype": dtype}.items() if v is not None}
         for module in (self.unet, self.vae, self.text_encoder, self.temporal_decoder):
             if module is not None:
-                module.to(device=device, dtype=dtype)
+                module.to(**target)
         return self
 
     def set_progress_bar_config(self, **kwargs: Any) -> None:
@@ -216,12 +218,13 @@ class VideoLDMPipeline:
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Initial noise (B, c, T, h, w), h = height / vae_scale_factor, drawn from `generator` (on CPU for a
-        CPU generator, so a seed gives the same video on any device) and scaled by `init_noise_sigma`."""
+        """Initial noise (B, c, T, h, w), h = height / vae_scale_factor, drawn from `generator` and scaled by
+        `init_noise_sigma`. Drawn in float32 (on the generator's device), then cast: a seed gives the same noise
+        on any device and in any dtype (torch draws float16 normals on CPU with other numbers than float32)."""
         factor = self.vae_scale_factor
         shape = (batch_size, self.geometry.latent_channels, num_frames, height // factor, width // factor)
         if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=self.device, dtype=self.dtype)
+            latents = randn_tensor(shape, generator=generator, device=self.device, dtype=torch.float32)
         elif tuple(latents.shape) != shape:
             raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
         return latents.to(self.device, self.dtype) * self.scheduler.init_noise_sigma
