@@ -99,9 +99,10 @@ def test_autoencoder_stage_exports_a_vae_with_measured_scaling_factor(tmp_path, 
         output_dir=str(tmp_path / "run"),
         data={"videos": str(shapes), "size": 32, "cache_frames": 8},
         model={"vae": TINY_VAE},
-        train={"max_steps": 3, "batch_size": 4, "checkpoint_every": 3},
+        train={"max_steps": 3, "batch_size": 4, "checkpoint_every": 3, "sample_every": 3},
     )
     model = train(load_config(config))
+    assert (tmp_path / "run" / "samples" / "step-0000003.png").is_file()
     vae = AutoencoderKL.from_pretrained(model / "vae")
     assert vae.config.scaling_factor != AutoencoderKL(**TINY_VAE).config.scaling_factor
     assert 0 < vae.config.scaling_factor < 1e3
@@ -114,9 +115,10 @@ def test_image_stage_trains_the_unet_and_writes_a_model_folder(tmp_path, shapes,
         output_dir=str(tmp_path / "run"),
         data={"videos": str(shapes), "size": 32, "cache_frames": 8},
         model={"pretrained": str(image_model), "unet": TINY_UNET},
-        train={"max_steps": 2, "batch_size": 4, "checkpoint_every": 2},
+        train={"max_steps": 2, "batch_size": 4, "checkpoint_every": 2, "sample_every": 2},
     )
     model = train(load_config(config))
+    assert (tmp_path / "run" / "samples" / "step-0000002.gif").is_file()
     for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
         assert (model / sub).is_dir(), sub
 

@@ -162,9 +162,9 @@ def _build_missing(stage, config: RunConfig, files: dict[str, Path]) -> None:
 
 
 def weights_fingerprint(directory: Path) -> str:
-    """A hash of a model folder's files (config + weights): latents are re-encoded when the VAE changes."""
+    """A hash of a model folder's weights: latents are re-encoded when the VAE changes (not when it is copied)."""
     digest = hashlib.sha256()
-    for path in sorted(directory.glob("*")):
+    for path in sorted(directory.glob("*.safetensors")):
         if path.is_file():
             digest.update(path.name.encode())
             digest.update(hashlib.sha256(path.read_bytes()).digest())

@@ -151,6 +151,13 @@ class Stage:
     def _noise_scheduler(self) -> DDPMScheduler:
         return DDPMScheduler(**noise_scheduler_config(self.config))
 
+    def noise_scheduler_config(self) -> dict[str, Any]:
+        return noise_scheduler_config(self.config)
+
+    def sampling_unet(self) -> tuple[VideoUNet, bool]:
+        """The VideoUNet to sample with and whether to run it image-only (image stage: independent frames)."""
+        raise NotImplementedError
+
     def _diffusion_batch(self, latents: torch.Tensor, text: torch.Tensor, g: torch.Generator) -> dict:
         steps = self.config.model.num_train_timesteps
         return {
@@ -234,6 +241,11 @@ class ImageStage(Stage):
     def trainable(self) -> nn.Module:
         return self.unet
 
+    def sampling_unet(self) -> tuple[VideoUNet, bool]:
+        if not hasattr(self, "_sampling_unet"):  # built once: it hooks into self.unet
+            self._sampling_unet = VideoUNet.from_image_unet(self.unet)
+        return self._sampling_unet, True
+
     def batch(self, cache: VideoCache, g: torch.Generator) -> dict[str, torch.Tensor]:
         assert cache.latents is not None
         videos, starts = B.pick_clips(cache, batch_size=self.config.train.batch_size, num_frames=1, generator=g)
@@ -262,6 +274,9 @@ class TemporalStage(Stage):
 
     def trainable(self) -> nn.Module:
         return self.video_unet.temporal
+
+    def sampling_unet(self) -> tuple[VideoUNet, bool]:
+        return self.video_unet, False
 
     def batch(self, cache: VideoCache, g: torch.Generator) -> dict[str, torch.Tensor]:
         assert cache.latents is not None

@@ -25,6 +25,7 @@ from videoldm.training import cache as C
 from videoldm.training.batches import step_generator
 from videoldm.training.checkpoint import latest_checkpoint, load_checkpoint, replace_dir, save_checkpoint
 from videoldm.training.config import RunConfig
+from videoldm.training.samples import write_samples
 from videoldm.training.stages import Stage, build_stage
 
 logger = logging.getLogger(__name__)
@@ -118,6 +119,8 @@ class Trainer:
                     },
                     step=self.step,
                 )
+            if cfg.sample_every and self.step % cfg.sample_every == 0 and acc.is_main_process:
+                write_samples(self.stage, cache, self.step, self.out / "samples", acc.device)
             out_of_time = deadline is not None and self._all_ranks_agree(time.monotonic() > deadline)
             if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps or out_of_time:
                 self.checkpoint()

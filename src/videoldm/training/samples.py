@@ -1,0 +1,83 @@
+"""Sample grids written during training, to see when a stage is good enough.
+
+Samples use the cached caption embeddings, so a run whose text cache was built elsewhere needs no text
+encoder; the current (not EMA) weights; DDIM with 25 steps and a fixed seed, so grids of successive
+checkpoints are comparable. Written to `output_dir/samples/step-NNNNNNN.gif` (videos, prompts side by side)
+or `.png` (autoencoder reconstructions).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import DDIMScheduler
+
+from videoldm.io import write_image_grid, write_video
+from videoldm.training import batches as B
+from videoldm.training.cache import VideoCache
+
+NUM_PROMPTS = 4
+
+
+class CachedTextEncoder:
+    """prompts -> (B, L, D) from the cache's embeddings; "" is the empty prompt (row 0)."""
+
+    def __init__(self, cache: VideoCache) -> None:
+        assert cache.text is not None and cache.text_index is not None
+        self.text = cache.text
+        self.rows = {"": 0} | {c: int(r) for c, r in zip(cache.captions, cache.text_index.tolist(), strict=True)}
+
+    def __call__(self, prompts: list[str]) -> torch.Tensor:
+        missing = [p for p in prompts if p not in self.rows]
+        if missing:
+            raise KeyError(f"no cached embedding for prompts {missing}")
+        return self.text[[self.rows[p] for p in prompts]].float()
+
+    def to(self, *args: object, **kwargs: object) -> CachedTextEncoder:
+        return self
+
+
+def sample_prompts(cache: VideoCache) -> list[str]:
+    return sorted(set(cache.captions))[:: max(1, len(set(cache.captions)) // NUM_PROMPTS)][:NUM_PROMPTS]
+
+
+@torch.no_grad()
+def write_samples(stage, cache: VideoCache, step: int, directory: Path, device: torch.device) -> Path:
+    """Write this step's sample grid for `stage`; returns its path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if stage.config.stage == "autoencoder":
+        return _reconstructions(stage, cache, directory / f"step-{step:07d}.png", device)
+    from videoldm.pipelines import VideoLDMPipeline
+
+    video_unet, image_only = stage.sampling_unet()
+    modes = [m.training for m in (video_unet, stage.vae)]
+    pipe = VideoLDMPipeline(
+        unet=video_unet,
+        vae=stage.vae,
+        text_encoder=CachedTextEncoder(cache),
+        scheduler=DDIMScheduler.from_config(stage.noise_scheduler_config()),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    frames = pipe(
+        sample_prompts(cache),
+        num_frames=stage.config.data.num_frames,
+        guidance_scale=5.0,
+        generator=torch.Generator().manual_seed(0),
+        image_only=image_only,
+    ).frames  # (B, 3, T, H, W)
+    for module, mode in zip((video_unet, stage.vae), modes, strict=True):
+        module.train(mode)
+    side_by_side = torch.cat(list(frames.float().cpu()), dim=-1)  # (3, T, H, B*W)
+    return write_video(directory / f"step-{step:07d}.gif", side_by_side, fps=8)
+
+
+def _reconstructions(stage, cache: VideoCache, path: Path, device: torch.device) -> Path:
+    g = torch.Generator().manual_seed(0)
+    videos, starts = B.pick_clips(cache, batch_size=8, num_frames=1, generator=g)
+    frames = B.to_unit_range(B.gather_clips(cache.pixels, videos, starts, 1)[:, :, 0]).to(device)
+    was_training = stage.vae.training
+    stage.vae.eval()
+    reconstruction = stage.vae.decode(stage.vae.encode(frames).latent_dist.mode()).sample.clamp(-1, 1)
+    stage.vae.train(was_training)
+    return write_image_grid(path, torch.cat([frames, reconstruction]).cpu(), columns=8)
