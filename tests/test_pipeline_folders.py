@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import videoldm.autoencoder
 from test_pipeline_fixtures import perturb_temporal, write_tiny_stable_diffusion, write_tiny_video_ldm
 from videoldm import VideoLDMPipeline
 from videoldm.text import BUILTIN_FILE, MINILM
@@ -86,10 +85,6 @@ def test_missing_part_is_named(model_dir: Path, tmp_path: Path, missing: str) ->
         VideoLDMPipeline.from_pretrained(folder)
 
 
-@pytest.mark.skipif(
-    not hasattr(videoldm.autoencoder, "load_video_autoencoder"),
-    reason="videoldm.autoencoder.load_video_autoencoder is not there yet",
-)
 def test_temporal_decoder_is_loaded_only_when_its_folder_exists(model_dir: Path, tmp_path: Path) -> None:
     from videoldm.autoencoder import VideoAutoencoder
 
