@@ -45,8 +45,13 @@ class Trainer:
             log_with="tensorboard",
             project_dir=str(self.out),
         )
+        if torch.cuda.is_available():  # TF32 matmuls on GPUs: ~fp32 accuracy for diffusion training, much faster
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
         torch.manual_seed(config.train.seed)  # the same fresh weights on every rank
         self.stage: Stage = build_stage(config)
+        if self.stage.vae is not None:  # frozen VAE: encodes the latent cache on the training device
+            self.stage.vae.to(self.accelerator.device)
         trainable = self.stage.trainable()
         self.params = [p for p in trainable.parameters() if p.requires_grad]
         self.names = [n for n, p in trainable.named_parameters() if p.requires_grad]
