@@ -186,3 +186,25 @@ def test_two_process_ddp_on_cpu_stays_in_sync(tmp_path, shapes, image_model):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 process(es)" in result.stdout
     assert (tmp_path / "run" / "model" / "temporal" / "config.json").is_file()
+
+
+def test_decoder_stage_trains_the_temporal_decoder_against_the_discriminator(tmp_path, shapes, image_model):
+    from videoldm.autoencoder import VideoAutoencoder
+
+    config = write_config(
+        tmp_path / "decoder.yaml",
+        stage="decoder",
+        output_dir=str(tmp_path / "run"),
+        data={"videos": str(shapes), "size": 32, "num_frames": 4, "cache_frames": 8},
+        model={"pretrained": str(image_model)},
+        optim={"lr": 1e-3, "disc_start_step": 1},
+        train={"max_steps": 3, "batch_size": 2, "checkpoint_every": 3, "sample_every": 3},
+    )
+    model = train(load_config(config))
+    assert (tmp_path / "run" / "samples" / "step-0000003.gif").is_file()
+    for sub in ("unet", "temporal_decoder", "vae", "text_encoder"):  # the pretrained folder, plus the decoder
+        assert (model / sub).is_dir(), sub
+    video_ae = VideoAutoencoder.from_model_dir(model)
+    assert any(p.abs().sum() > 0 for n, p in video_ae.temporal.named_parameters() if "conv2" in n)
+    checkpoint = latest_checkpoint(tmp_path / "run")
+    assert (checkpoint / "adversary.pt").is_file() and (checkpoint / "adversary_optimizer.pt").is_file()

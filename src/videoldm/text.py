@@ -77,8 +77,12 @@ class TextEncoder(nn.Module):
             list(prompts), padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
         )
         device = next(self.model.parameters()).device
-        out = self.model(input_ids=tokens.input_ids.to(device), attention_mask=tokens.attention_mask.to(device))
-        return out.last_hidden_state
+        kwargs = {"input_ids": tokens.input_ids.to(device)}
+        # Stable Diffusion's CLIP runs without an attention mask (its padded token states are what SD saw in
+        # training); BERT-like encoders such as MiniLM need the mask.
+        if not str(getattr(self.model.config, "model_type", "")).startswith("clip"):
+            kwargs["attention_mask"] = tokens.attention_mask.to(device)
+        return self.model(**kwargs).last_hidden_state
 
     def save_pretrained(self, text_encoder_dir: str | Path, tokenizer_dir: str | Path) -> None:
         """Write the encoder and the tokenizer to two folders (diffusers' text_encoder/ and tokenizer/)."""

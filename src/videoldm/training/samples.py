@@ -48,6 +48,8 @@ def write_samples(stage, cache: VideoCache, step: int, directory: Path, device: 
     directory.mkdir(parents=True, exist_ok=True)
     if stage.config.stage == "autoencoder":
         return _reconstructions(stage, cache, directory / f"step-{step:07d}.png", device)
+    if stage.config.stage == "decoder":
+        return _video_reconstructions(stage, cache, directory / f"step-{step:07d}.gif", device)
     from videoldm.pipelines import VideoLDMPipeline
 
     video_unet, image_only = stage.sampling_unet()
@@ -81,3 +83,16 @@ def _reconstructions(stage, cache: VideoCache, path: Path, device: torch.device)
     reconstruction = stage.vae.decode(stage.vae.encode(frames).latent_dist.mode()).sample.clamp(-1, 1)
     stage.vae.train(was_training)
     return write_image_grid(path, torch.cat([frames, reconstruction]).cpu(), columns=8)
+
+
+def _video_reconstructions(stage, cache: VideoCache, path: Path, device: torch.device) -> Path:
+    """True clips, image-decoder and temporal-decoder reconstructions, side by side."""
+    g = torch.Generator().manual_seed(0)
+    t = stage.config.data.num_frames
+    videos, starts = B.pick_clips(cache, batch_size=2, num_frames=t, generator=g)
+    true = B.to_unit_range(B.gather_clips(cache.pixels, videos, starts, t))
+    latents = B.gather_clips(cache.latents, videos, starts, t).float().to(device)
+    image = stage.video_ae.decode(latents, image_decoder=True).clamp(-1, 1).cpu()
+    temporal = stage.video_ae.decode(latents).clamp(-1, 1).cpu()
+    rows = [torch.cat([a, b, c], dim=-1) for a, b, c in zip(true, image, temporal, strict=True)]
+    return write_video(path, torch.cat(rows, dim=-2), fps=8)

@@ -177,7 +177,8 @@ class Stage:
             for sub in ("text_encoder", "tokenizer"):
                 shutil.copytree(pretrained / sub, directory / sub)
         elif spec.startswith(BUILTIN_PREFIX):
-            marker = json.dumps({"builtin": spec.removeprefix(BUILTIN_PREFIX) or MINILM}) + "\n"
+            name = spec.removeprefix(BUILTIN_PREFIX) or MINILM
+            marker = json.dumps({"builtin": name, "max_length": self.config.model.text_max_length}) + "\n"
             for sub in ("text_encoder", "tokenizer"):
                 (directory / sub).mkdir(parents=True)
                 (directory / sub / "builtin.json").write_text(marker)
@@ -295,10 +296,77 @@ class TemporalStage(Stage):
         self._write_conditioning(directory)
 
 
+class DecoderReconstruction(nn.Module):
+    """The temporal decoder's generator loss on clips: decode cached latents, compare with the true frames."""
+
+    def __init__(self, video_ae, loss) -> None:
+        super().__init__()
+        self.video_ae = video_ae
+        self.loss = loss
+        self.step = 0
+        self.last_reconstruction: torch.Tensor | None = None
+
+    def forward(self, video: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        reconstruction = self.video_ae.decode(latents)
+        self.last_reconstruction = reconstruction.detach()  # for the discriminator step that follows
+        loss, _ = self.loss.generator_loss(video, reconstruction, step=self.step, last_layer=self.video_ae.last_layer)
+        return loss
+
+
+class DecoderStage(Stage):
+    """The temporal VAE decoder (PAPER.md section 3): encoder and latent space frozen, the decoder's temporal
+    layers trained on clips against a 3D-conv patch discriminator. `model.pretrained` is a complete model
+    folder; the export is that folder plus `temporal_decoder/`."""
+
+    needs_latents = True
+
+    def __init__(self, config: RunConfig) -> None:
+        super().__init__(config)
+        from videoldm.autoencoder import DecoderLoss, VideoAutoencoder
+
+        self.vae = self._load_vae()
+        self.video_ae = VideoAutoencoder.from_vae(self.vae, **config.model.temporal_decoder)
+        self.video_ae.freeze_spatial()
+        if config.train.gradient_checkpointing:
+            self.video_ae.enable_gradient_checkpointing()
+        opt = config.optim
+        loss = DecoderLoss(
+            disc_weight=opt.disc_weight, disc_start_step=opt.disc_start_step, lpips_weights=opt.lpips_weights
+        )
+        self.module = DecoderReconstruction(self.video_ae, loss)
+        self.discriminator = loss.discriminator
+
+    def trainable(self) -> nn.Module:
+        return self.video_ae.temporal
+
+    def batch(self, cache: VideoCache, g: torch.Generator) -> dict[str, torch.Tensor]:
+        assert cache.latents is not None
+        t = self.config.data.num_frames
+        videos, starts = B.pick_clips(cache, batch_size=self.config.train.batch_size, num_frames=t, generator=g)
+        return {
+            "video": B.to_unit_range(B.gather_clips(cache.pixels, videos, starts, t)),
+            "latents": B.gather_clips(cache.latents, videos, starts, t).float(),
+        }
+
+    def adversary_loss(self, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor | None:
+        """The discriminator's hinge loss on this step's clips and reconstructions (None before it starts)."""
+        loss = self.module.loss
+        if not loss.discriminator_active(step) or self.module.last_reconstruction is None:
+            return None
+        d_loss, _ = loss.discriminator_loss(batch["video"], self.module.last_reconstruction, step=step)
+        return d_loss
+
+    def export(self, directory: Path, cache: VideoCache) -> None:
+        assert self.config.model.pretrained is not None
+        shutil.copytree(self.config.model.pretrained, directory, ignore=shutil.ignore_patterns("temporal_decoder"))
+        self.video_ae.save_temporal(directory / "temporal_decoder")
+
+
 STAGE_CLASSES: dict[str, type[Stage]] = {
     "autoencoder": AutoencoderStage,
     "image": ImageStage,
     "temporal": TemporalStage,
+    "decoder": DecoderStage,
 }
 
 

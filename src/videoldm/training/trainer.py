@@ -61,6 +61,18 @@ class Trainer:
             "constant_with_warmup", self.optimizer, num_warmup_steps=opt.warmup_steps
         )  # stepped once per optimiser step by us, not by accelerate (it would step once per process)
         self.ema = EMAModel(self.params, decay=config.train.ema_decay) if config.train.ema_decay else None
+        # An adversary (the decoder stage's video discriminator) gets its own optimiser.
+        self.adversary = getattr(self.stage, "discriminator", None)
+        self.adversary_optimizer = None
+        if self.adversary is not None and self.accelerator.num_processes > 1:
+            # The discriminator is not wrapped for DDP: ranks would train different adversaries.
+            raise NotImplementedError(
+                f"stage {config.stage!r} runs on one process; got {self.accelerator.num_processes}"
+            )
+        if self.adversary is not None:
+            self.adversary_optimizer = torch.optim.AdamW(
+                self.adversary.parameters(), lr=opt.disc_lr, betas=(0.5, 0.9), weight_decay=0.0
+            )
         self.step = 0
 
     # ---------------------------------------------------------------------------------------------- setup
@@ -86,6 +98,9 @@ class Trainer:
             for name, param in zip(self.names, self.params, strict=True):
                 param.copy_(weights[name])
         self.optimizer.load_state_dict(states["optimizer"])
+        if self.adversary is not None:
+            self.adversary.load_state_dict(states["adversary"])
+            self.adversary_optimizer.load_state_dict(states["adversary_optimizer"])
         self.lr_scheduler.load_state_dict(states["lr_scheduler"])
         if self.ema is not None:
             self.ema.load_state_dict(states["ema"])
@@ -143,6 +158,8 @@ class Trainer:
         cfg = self.config.train
         rank = self.accelerator.process_index
         total = 0.0
+        if hasattr(self.stage.module, "step"):
+            self.stage.module.step = self.step
         for micro in range(cfg.gradient_accumulation_steps):
             batch = self.stage.batch(cache, step_generator(cfg.seed, self.step, micro, rank))
             batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
@@ -152,6 +169,7 @@ class Trainer:
                     loss = module(**batch) / cfg.gradient_accumulation_steps
                 self.accelerator.backward(loss)
             total += loss.item()
+            self._adversary_step(batch)
         if self.config.optim.max_grad_norm:
             self.accelerator.clip_grad_norm_(self.params, self.config.optim.max_grad_norm)
         optimizer.step()
@@ -161,11 +179,27 @@ class Trainer:
             self.ema.step(self.params)
         return total
 
+    def _adversary_step(self, batch: dict[str, torch.Tensor]) -> None:
+        """One discriminator update on the clips and reconstructions of the generator pass just made."""
+        if self.adversary is None:
+            return
+        self.adversary_optimizer.zero_grad(set_to_none=True)  # the generator pass left gradients on it
+        with self.accelerator.autocast():
+            loss = self.stage.adversary_loss(batch, self.step)
+        if loss is None:
+            return
+        self.accelerator.backward(loss)
+        self.adversary_optimizer.step()
+        self.adversary_optimizer.zero_grad(set_to_none=True)
+
     # ---------------------------------------------------------------------------------------------- outputs
     def checkpoint(self) -> None:
         self._check_ranks_in_sync()
         if self.accelerator.is_main_process:
             states = {"optimizer": self.optimizer.state_dict(), "lr_scheduler": self.lr_scheduler.state_dict()}
+            if self.adversary is not None:
+                states["adversary"] = self.adversary.state_dict()
+                states["adversary_optimizer"] = self.adversary_optimizer.state_dict()
             if self.ema is not None:
                 states["ema"] = self.ema.state_dict()
             weights = dict(zip(self.names, self.params, strict=True))
