@@ -115,6 +115,8 @@ class Trainer:
         if resume:
             self.resume()
         module, optimizer = self.accelerator.prepare(self.stage.module, self.optimizer)
+        if self.ema is not None:  # its shadow weights were made before prepare() moved the model
+            self.ema.to(self.accelerator.device)
         self.accelerator.init_trackers("logs", config=_flat(self.config.to_dict()))
         bar = tqdm(
             total=cfg.max_steps,
