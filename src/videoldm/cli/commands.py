@@ -4,6 +4,7 @@
 from videoldm.cli import (
     data,  # noqa: F401
     evaluate_metrics,  # noqa: F401
+    evaluate_shapes,  # noqa: F401
     generate,  # noqa: F401
     reconstruct,  # noqa: F401
     train,  # noqa: F401
