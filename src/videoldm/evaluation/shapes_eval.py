@@ -140,7 +140,7 @@ def checks(scores: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
     aligned, image = scores["aligned"], scores["image-only"]
     result = [
         {
-            "name": f"aligned {key}",
+            "name": f"aligned {key.replace('_', ' ')}",
             "target": f">= {target:.2f}",
             "value": aligned[key],
             "passed": aligned[key] >= target,

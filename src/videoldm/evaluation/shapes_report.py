@@ -132,7 +132,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- command: `{report['command']}`",
         f"- model: `{report['model']}` (sha256 of its files: `{report['model_sha256']}`)",
         f"- seed {s['seed']}, {s['steps']} steps, guidance {s['guidance']}, {s['num_frames']} frames, "
-        f"{s['videos_per_caption']} videos per caption, batches of {s['batch_size']} videos",
+        f"videos per caption {s['videos_per_caption']}, batches of {s['batch_size']} videos",
         f"- wall time: {t['total']:.1f} s (loading {t['load']:.1f} s, aligned {t['aligned']:.1f} s, "
         f"image-only {t['image-only']:.1f} s)",
         f"- machine: {m['cpu']}, {m['cpu_count']} cores, {m['torch_threads']} torch threads, device {m['device']}; "
@@ -173,15 +173,15 @@ def write_plot(path: Path, scores: dict[str, dict[str, float]]) -> Path:
         right.bar([i], [_plottable(scores[mode]["smoothness"])], 0.6, color=f"C{i}")
     for j, key in enumerate(FRACTIONS):
         if key in TARGETS:
-            left.hlines(TARGETS[key], j - 2 * width, j + 2 * width, colors="black", linestyles="dashed", lw=1)
+            left.hlines(TARGETS[key], j - 1.2 * width, j + 1.2 * width, colors="black", linestyles="dashed", lw=1)
     left.set_xticks(range(len(FRACTIONS)), [COLUMNS[k] for k in FRACTIONS], fontsize=9)
     left.set_ylim(0, 1.05)
     left.set_ylabel("fraction of videos")
-    left.set_title("prompt adherence and identity consistency (dashed: target)")
+    left.set_title("prompt adherence and identity consistency (dashed: target)", fontsize=10)
     left.legend(loc="lower left")
     right.set_xticks(range(len(MODES)), MODES, fontsize=9)
     right.set_ylabel("px / frame²")
-    right.set_title("smoothness (lower is better)")
+    right.set_title("smoothness\n(lower: smoother)", fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
