@@ -1,9 +1,10 @@
 """The paper's central claim at small scale: aligning an image LDM in time makes its videos temporally coherent.
 
 For every shapes-world caption (`videoldm.data.shapes.all_captions`) a Video LDM generates K videos twice with
-the same noise: once as trained ("aligned") and once with every alpha = 1 (`image_only=True`, the image model
-frame by frame: the paper's "before alignment" baseline). Each video is read back by
-`videoldm.evaluation.shapes_analysis` and compared with its caption; the two modes are aggregated side by side.
+the same noise: once as trained ("aligned") and once with every alpha = 1 and the image decoder
+(`image_only=True, image_decoder=True`: the image LDM frame by frame, the paper's "before alignment" baseline).
+Each video is read back by `videoldm.evaluation.shapes_analysis` and compared with its caption; the two modes are
+aggregated side by side.
 
 Generating and scoring are separate steps (`generate_videos`, `score_video`, `aggregate`), so the scoring can be
 checked on ground-truth renders. Noise is drawn per video from its own seed (`video_seed(seed, index)`): the
@@ -100,6 +101,7 @@ def generate_videos(
             guidance_scale=settings.guidance,
             generator=[torch.Generator().manual_seed(s.seed) for s in batch],
             image_only=image_only,
+            image_decoder=image_only,  # before alignment means the image decoder too, if a temporal one is loaded
         ).frames
         if bar is not None:
             bar.update(len(batch))

@@ -89,9 +89,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"{int(report['scores']['aligned']['videos'])} videos per mode: {s['videos_per_caption']} per caption for "
         f"{report['captions']} captions, the same initial noise in both modes. *image-only* is the same model "
-        "with every alpha = 1 (the image LDM frame by frame). Each video is read back by "
-        "`videoldm.evaluation.shapes_analysis` (segmentation of the saturated object, its hue, its shape, its "
-        "centroid track) and compared with its caption.",
+        "with every alpha = 1 and the image VAE decoder (the image LDM frame by frame: before alignment). Each "
+        "video is read back by `videoldm.evaluation.shapes_analysis` (segmentation of the saturated object, its "
+        "hue, its shape, its centroid track) and compared with its caption.",
         "",
         "| mode | " + " | ".join(COLUMNS.values()) + " |",
         "|---" * (len(COLUMNS) + 1) + "|",
