@@ -196,6 +196,7 @@ def write_atomic(path: Path, text: str) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are committed and read by everyone
     os.replace(tmp, path)
     return path
 
@@ -206,5 +207,6 @@ def save_figure(fig: Any, path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
     os.close(fd)
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     return path
