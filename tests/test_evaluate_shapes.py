@@ -91,7 +91,7 @@ def test_targets_pass_for_truth_vs_scrambled_and_fail_without_a_gap(truth, tmp_p
 
     same = _result({"aligned": truth, "image-only": truth})
     failed = [c["name"] for c in checks(same.scores) if not c["passed"]]
-    assert failed == ["consistent: aligned - image-only"]
+    assert failed == ["consistent: aligned - image-only", "smoothness: image-only / aligned"]
 
     paths = write_report(tmp_path, same, command="videoldm evaluate shapes", model="m", fingerprint="f")
     report = json.loads(paths["shapes.json"].read_text())
@@ -101,6 +101,17 @@ def test_targets_pass_for_truth_vs_scrambled_and_fail_without_a_gap(truth, tmp_p
     assert grid.shape[1] == 16  # every frame animated
     # 2 rows (modes) x 3 columns (captions) of 64-pixel cells upscaled to 128, 4 pixels of padding
     assert grid.shape[2:] == (2 * 132 + 4, 3 * 132 + 4)
+
+
+def test_only_the_issue_targets_decide_pass() -> None:
+    good = dict.fromkeys(FRACTIONS, 1.0) | {"smoothness": 1.0, "videos": 10.0}
+    flat = dict.fromkeys(FRACTIONS, 0.5) | {"smoothness": 1.5, "videos": 10.0}  # rough, but less than 2x
+    result = checks({"aligned": good, "image-only": flat})
+    assert [c["name"] for c in result if not c["passed"]] == ["smoothness: image-only / aligned"]
+    assert [c["extra"] for c in result] == [False] * 5 + [True]
+    borderline = good | {"direction_correct": 0.89}
+    failed = [c["name"] for c in checks({"aligned": borderline, "image-only": flat}) if not c["passed"]]
+    assert failed[0] == "aligned direction correct"
 
 
 def test_plan_samples_seeds_are_per_video_and_reproducible() -> None:

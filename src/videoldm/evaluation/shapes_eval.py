@@ -36,6 +36,9 @@ FRACTIONS = ("colour_correct", "shape_correct", "direction_correct", "all_correc
 TARGETS = {"colour_correct": 0.95, "shape_correct": 0.95, "direction_correct": 0.90, "consistent": 0.95}
 # "Clearly worse on consistency": the image-only fraction at least this far below the aligned one.
 CONSISTENCY_GAP = 0.2
+# Not in the issue, reported beside its targets: per-frame sampling makes the object jump, so the image-only
+# centroid track should be at least this many times rougher than the aligned one.
+SMOOTHNESS_RATIO = 2.0
 GRID_CAPTIONS = 6  # columns of the GIF grid
 
 
@@ -137,27 +140,19 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
 
 
 def checks(scores: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
-    """The issue's targets, each as {name, target, value, passed}: the aligned model's fractions and the
-    image-only baseline's consistency gap."""
+    """The issue's targets, each as {name, target, value, passed, extra=False}: the aligned model's fractions and
+    the image-only baseline's consistency gap; then the smoothness ratio image-only / aligned (extra=True)."""
     aligned, image = scores["aligned"], scores["image-only"]
-    result = [
-        {
-            "name": f"aligned {key.replace('_', ' ')}",
-            "target": f">= {target:.2f}",
-            "value": aligned[key],
-            "passed": aligned[key] >= target,
-        }
-        for key, target in TARGETS.items()
-    ]
+
+    def check(name: str, value: float, target: float, *, extra: bool = False) -> dict[str, Any]:
+        passed = math.isfinite(value) and value >= target
+        return {"name": name, "target": f">= {target:.2f}", "value": value, "passed": passed, "extra": extra}
+
+    result = [check(f"aligned {key.replace('_', ' ')}", aligned[key], target) for key, target in TARGETS.items()]
     gap = aligned["consistent"] - image["consistent"]
-    result.append(
-        {
-            "name": "consistent: aligned - image-only",
-            "target": f">= {CONSISTENCY_GAP:.2f}",
-            "value": gap,
-            "passed": gap >= CONSISTENCY_GAP,
-        }
-    )
+    result.append(check("consistent: aligned - image-only", gap, CONSISTENCY_GAP))
+    ratio = image["smoothness"] / aligned["smoothness"] if aligned["smoothness"] > 0 else math.nan
+    result.append(check("smoothness: image-only / aligned", ratio, SMOOTHNESS_RATIO, extra=True))
     return result
 
 
