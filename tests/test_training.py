@@ -208,3 +208,24 @@ def test_decoder_stage_trains_the_temporal_decoder_against_the_discriminator(tmp
     assert any(p.abs().sum() > 0 for n, p in video_ae.temporal.named_parameters() if "conv2" in n)
     checkpoint = latest_checkpoint(tmp_path / "run")
     assert (checkpoint / "adversary.pt").is_file() and (checkpoint / "adversary_optimizer.pt").is_file()
+
+
+def test_temporal_stage_continues_from_a_video_ldm_folder(tmp_path, shapes, image_model):
+    first = tmp_path / "first"
+    first.mkdir()
+    model = train(load_config(temporal_config(first, shapes, image_model, max_steps=1, checkpoint_every=1)))
+    before = load_file(str(model / "temporal" / "diffusion_pytorch_model.safetensors"))
+
+    second = tmp_path / "second"
+    second.mkdir()
+    config = temporal_config(second, shapes, model, max_steps=1, checkpoint_every=1, seed=1)
+    raw = yaml.safe_load(config.read_text())
+    with pytest.raises(ValueError, match="already has temporal layers"):
+        train(load_config(config))
+    del raw["model"]["temporal"]
+    config.write_text(yaml.safe_dump(raw))
+    after = load_file(str(train(load_config(config)) / "temporal" / "diffusion_pytorch_model.safetensors"))
+    assert before.keys() == after.keys()
+    conv = next(k for k in before if k.endswith("conv2.weight"))
+    assert before[conv].abs().sum() > 0, "the first run trained the zero-initialised output"
+    assert not torch.equal(before[conv], after[conv]), "the second run continued from it"

@@ -259,8 +259,16 @@ class TemporalStage(Stage):
     def __init__(self, config: RunConfig) -> None:
         super().__init__(config)
         self.vae = self._load_vae()
-        unet = UNet2DConditionModel.from_pretrained(self._pretrained("unet"), local_files_only=True)
-        self.video_unet = VideoUNet.from_image_unet(unet, **config.model.temporal)
+        if (config.model.pretrained / "temporal").is_dir():
+            # A Video LDM folder: continue training its temporal layers (options come from its temporal/).
+            if config.model.temporal:
+                raise ValueError(
+                    f"model.temporal: {config.model.pretrained} already has temporal layers; leave the options out"
+                )
+            self.video_unet = VideoUNet.from_pretrained(config.model.pretrained)
+        else:
+            unet = UNet2DConditionModel.from_pretrained(self._pretrained("unet"), local_files_only=True)
+            self.video_unet = VideoUNet.from_image_unet(unet, **config.model.temporal)
         self.video_unet.freeze_spatial()
         if config.train.gradient_checkpointing:
             self.video_unet.enable_gradient_checkpointing()
