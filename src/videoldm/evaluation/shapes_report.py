@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from videoldm.evaluation.shapes_eval import FRACTIONS, MODES, TARGETS, ShapesEvalResult, checks
 from videoldm.io import atomic_path, image_grid, write_video
@@ -161,12 +163,11 @@ def _failures(rows: list[dict[str, Any]], limit: int = 12) -> list[str]:
 
 def write_plot(path: Path, scores: dict[str, dict[str, float]]) -> Path:
     """Grouped bars of the fractions per mode with the targets marked, and the smoothness per mode."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [5, 1.3]})
+    # A Figure on an Agg canvas, not pyplot: no global backend switch, no GUI, imported up front so that a missing
+    # matplotlib fails before the generation rather than after it.
+    fig = Figure(figsize=(10, 3.8))
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [5, 1.3]})
     width = 0.38
     for i, mode in enumerate(MODES):
         xs = [j + (i - 0.5) * width for j in range(len(FRACTIONS))]
@@ -186,7 +187,6 @@ def write_plot(path: Path, scores: dict[str, dict[str, float]]) -> Path:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
     return path
 
 
