@@ -30,7 +30,7 @@ from diffusers.models.resnet import ResnetBlock2D
 from safetensors.torch import load_file
 from torch import nn
 
-from videoldm.temporal.adapter import CONFIG_NAME, WEIGHTS_NAME, _check_layout, layer_key
+from videoldm.temporal.adapter import CONFIG_NAME, WEIGHTS_NAME, check_layout, layer_key
 from videoldm.temporal.layers import AlphaBlender, TemporalResBlock, TemporalTransformerBlock, frames_to_video
 
 # The spatial modules of an AutoencoderKL a temporal layer follows (names relative to the AutoencoderKL).
@@ -205,7 +205,7 @@ class TemporalDecoderAdapter(ModelMixin, ConfigMixin):
         if not weights_path.is_file():
             raise FileNotFoundError(f"no temporal decoder weights at {weights_path}")
         state = load_file(str(weights_path))
-        _check_layout(adapter, state, saved_specs, weights_path)
+        check_layout(adapter, state, saved_specs, weights_path)
         adapter.load_state_dict(state, strict=True)
         return adapter
 

@@ -239,12 +239,12 @@ class TemporalAdapter(ModelMixin, ConfigMixin):
         if not weights_path.is_file():
             raise FileNotFoundError(f"no temporal weights at {weights_path}")
         state = load_file(str(weights_path))
-        _check_layout(adapter, state, saved_specs, weights_path)
+        check_layout(adapter, state, saved_specs, weights_path)
         adapter.load_state_dict(state, strict=True)
         return adapter
 
 
-def _check_layout(
+def check_layout(
     adapter: TemporalAdapter, state: dict[str, torch.Tensor], saved_specs: list[dict], path: Path
 ) -> None:
     """Raise a ValueError naming the first temporal layer whose saved weights do not fit the backbone."""
