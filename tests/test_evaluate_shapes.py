@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from videoldm.evaluation.shapes_eval import (
     grid_captions,
     plan_samples,
     score_video,
+    spread_captions,
 )
 from videoldm.evaluation.shapes_report import FILES, write_report
 from videoldm.io import read_video
@@ -114,6 +116,15 @@ def test_only_the_issue_targets_decide_pass() -> None:
     assert failed[0] == "aligned direction correct"
 
 
+def test_spread_captions_are_balanced_and_distinct() -> None:
+    twelve = [parse_caption(c) for c in spread_captions(12)]
+    for part, values in ((0, 3), (1, 4), (2, 3)):  # each colour 3 times, each shape 4 times, each direction 3
+        assert sorted(Counter(p[part] for p in twelve).values()) == [values] * (12 // values)
+    assert sorted(spread_captions(48)) == sorted(all_captions())
+    with pytest.raises(ValueError, match="count"):
+        spread_captions(49)
+
+
 def test_plan_samples_seeds_are_per_video_and_reproducible() -> None:
     samples = plan_samples(CAPTIONS[:2], videos_per_caption=3, seed=5)
     assert [s.caption for s in samples] == [CAPTIONS[0]] * 3 + [CAPTIONS[1]] * 3
@@ -154,7 +165,7 @@ def test_cli_writes_every_file_with_both_rows(model_dir: Path, tmp_path: Path) -
         assert all(0.0 <= scores[k] <= 1.0 for k in FRACTIONS)
         assert scores["videos"] == 3
         assert scores["smoothness"] is None or math.isfinite(scores["smoothness"])
-        assert [r["caption"] for r in report["videos"][mode]] == all_captions()[:3]
+        assert [r["caption"] for r in report["videos"][mode]] == spread_captions(3)
     md = (tmp_path / "a" / "shapes.md").read_text()
     assert "| aligned |" in md and "| image-only |" in md
     assert ">= 0.95" in md and ">= 0.90" in md and report["command"] in md

@@ -51,7 +51,10 @@ def shapes_command(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Videos per pipeline call.")] = 16,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, ... (default: cuda if any).")] = None,
     captions_limit: Annotated[
-        int | None, typer.Option("--captions-limit", hidden=True, help="Only the first N captions (quick runs).")
+        int | None,
+        typer.Option(
+            "--captions-limit", hidden=True, help="Only N captions, balanced over colours, shapes and directions."
+        ),
     ] = None,
 ) -> None:
     """Generate K videos per shapes-world caption with the aligned model and with every alpha = 1 (same noise),
@@ -63,14 +66,14 @@ def shapes_command(
         fail(f"--num-frames must be >= 3 (direction and smoothness need a centroid track), got {num_frames}")
     if not guidance >= 0:
         fail(f"--guidance must be >= 0, got {guidance}")
-    if captions_limit is not None and captions_limit < 1:
-        fail(f"--captions-limit must be >= 1, got {captions_limit}")
+    if captions_limit is not None and not 1 <= captions_limit <= 48:
+        fail(f"--captions-limit must be in [1, 48], got {captions_limit}")
     if out.exists() and not out.is_dir():
         fail(f"--out {out} exists and is not a folder")
     model_dir = _model_dir(model)
 
     from videoldm.data.shapes import all_captions
-    from videoldm.evaluation.shapes_eval import ShapesEvalSettings, evaluate_shapes
+    from videoldm.evaluation.shapes_eval import ShapesEvalSettings, evaluate_shapes, spread_captions
     from videoldm.evaluation.shapes_report import model_fingerprint, write_report
 
     settings = ShapesEvalSettings(
@@ -81,7 +84,7 @@ def shapes_command(
         num_frames=num_frames,
         batch_size=batch_size,
     )
-    captions = all_captions()[:captions_limit]
+    captions = all_captions() if captions_limit is None else spread_captions(captions_limit)
     try:
         result = evaluate_shapes(model_dir, settings=settings, captions=captions, device=device)
     except (OSError, ValueError) as err:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from videoldm.data.shapes import all_captions, parse_caption
+from videoldm.data.shapes import COLOURS, DIRECTIONS, SHAPES, all_captions, parse_caption
 from videoldm.evaluation.shapes_analysis import analyse_video
 
 MODES = ("aligned", "image-only")
@@ -74,6 +74,17 @@ class ShapesEvalResult:
     grid: dict[str, torch.Tensor]
     seconds: dict[str, float]
     machine: dict[str, Any] = field(default_factory=dict)
+
+
+def spread_captions(count: int) -> list[str]:
+    """`count` (1-48) distinct captions balanced over colours, shapes and directions, for quick evaluations:
+    caption i has colour i mod 4, shape i mod 3 and direction (i + i // 4) mod 4 (count 12: every colour 3
+    times, every shape 4 times, every direction 3 times; count 48: all captions)."""
+    total = len(COLOURS) * len(SHAPES) * len(DIRECTIONS)
+    if not 1 <= count <= total:
+        raise ValueError(f"count must be in [1, {total}], got {count}")
+    colours, shapes, directions = list(COLOURS), list(SHAPES), list(DIRECTIONS)
+    return [f"a {colours[i % 4]} {shapes[i % 3]} moving {directions[(i + i // 4) % 4]}" for i in range(count)]
 
 
 def video_seed(seed: int, index: int) -> int:
