@@ -153,7 +153,8 @@ def _failures(rows: list[dict[str, Any]], limit: int = 12) -> list[str]:
     lines = [f"## Aligned videos that missed ({len(bad)})", ""]
     for r in bad[:limit]:
         found = r["found"]
-        shown = f"{found['colour']} {found['shape']} moving {found['direction']}"
+        motion = "static" if found["direction"] == "static" else f"moving {found['direction']}"
+        shown = f"{found['colour']} {found['shape']} {motion}"
         note = "" if r["consistent"] else ", identity changes across frames"
         lines.append(f"- video {r['index']} *{r['caption']}*: found {shown}{note}")
     if len(bad) > limit:
