@@ -45,6 +45,7 @@ def machine_info() -> dict[str, Any]:
 
     return {
         "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -62,7 +63,8 @@ def machine_header(info: dict[str, Any], *, load_before: float, load_after: floa
         else ""
     )
     return (
-        f"Machine: {info['cpu']}, {info['logical_cpus']} logical CPUs, torch threads {info['torch_threads']}; "
+        f"Machine: {info['cpu']} ({info['cpu_capability']}), {info['logical_cpus']} logical CPUs, "
+        f"torch threads {info['torch_threads']}; "
         f"torch {info['torch']}, diffusers {info['diffusers']}, Python {info['python']}; "
         f"1-min load average {load_before:.2f} before, {load_after:.2f} after.{busy}"
     )
