@@ -10,8 +10,8 @@ from diffusers import AutoencoderKL
 from videoldm.autoencoder import VideoAutoencoder
 
 
-def tiny_vae(*, seed: int = 0) -> AutoencoderKL:
-    """Two levels (8, 16 channels), 2x downsampling, 4 latent channels, 4 norm groups."""
+def tiny_vae(*, seed: int = 0, norm_num_groups: int = 4) -> AutoencoderKL:
+    """Two levels (8, 16 channels), 2x downsampling, 4 latent channels, 4 norm groups by default."""
     torch.manual_seed(seed)
     return AutoencoderKL(
         in_channels=3,
@@ -21,7 +21,7 @@ def tiny_vae(*, seed: int = 0) -> AutoencoderKL:
         block_out_channels=(8, 16),
         layers_per_block=1,
         latent_channels=4,
-        norm_num_groups=4,
+        norm_num_groups=norm_num_groups,
         sample_size=16,
     ).eval()
 

@@ -10,6 +10,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+import autoencoder_fixtures
 from videoldm import VideoLDMPipeline, VideoUNet
 from videoldm.text import BUILTIN_FILE, MINILM, TextEncoder
 
@@ -68,19 +69,8 @@ def tiny_image_unet(*, seed: int = 0, cross_attention_dim: int = 32) -> UNet2DCo
 
 
 def tiny_vae(*, seed: int = 0) -> AutoencoderKL:
-    """Scale factor 2 (two blocks), 4 latent channels."""
-    torch.manual_seed(seed)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(8, 16),
-        latent_channels=4,
-        norm_num_groups=8,
-        layers_per_block=1,
-        sample_size=16,
-    ).eval()
+    """Scale factor 2 (two blocks), 4 latent channels, 8 norm groups."""
+    return autoencoder_fixtures.tiny_vae(seed=seed, norm_num_groups=8)
 
 
 def sd_scheduler() -> DDIMScheduler:
