@@ -86,6 +86,12 @@ class TrainConfig:
     seed: int = 0
     caption_dropout: float = 0.1
     image_fraction: float = 0.0  # temporal stage: share of clips trained as images (image_only_indicator)
+    # Diffusion stages. "epsilon": the plain eps-MSE of the image LDM. "edm": each sample's loss in x0 terms
+    # weighted by (1 + SNR) -- EDM's weighting with sigma_data = 1, as in SVD, equal to the v-objective -- which
+    # for an eps model is eps-MSE / alpha_bar(t). The plain eps-MSE weights x0 errors by SNR, which all but
+    # vanishes at the high noise levels where a clip's motion is decided (docs/tiny-model.md).
+    loss_weighting: Literal["epsilon", "edm"] = "epsilon"
+    timestep_range: tuple[int, int] | None = None  # [first, last] diffusion time drawn; default: all of them
     num_threads: int | None = None
     # A wall-clock budget: stop after the first step past it, checkpoint and export (the step count reached is
     # printed and logged). Off by default; the shipped model's runs record the steps they reached.
@@ -140,9 +146,22 @@ def _check(config: RunConfig) -> None:
         raise ConfigError(
             f"data.num_frames ({config.data.num_frames}) exceeds data.cache_frames ({config.data.cache_frames})"
         )
+    _check_timestep_range(config)
     for key in ("max_steps", "batch_size", "gradient_accumulation_steps", "checkpoint_every", "log_every"):
         if getattr(config.train, key) < 1:
             raise ConfigError(f"train.{key}: must be >= 1, got {getattr(config.train, key)}")
+
+
+def _check_timestep_range(config: RunConfig) -> None:
+    if config.train.timestep_range is None:
+        return
+    first, last = config.train.timestep_range
+    steps = config.model.num_train_timesteps
+    if not 0 <= first <= last < steps:
+        raise ConfigError(
+            f"train.timestep_range: expected [first, last] with 0 <= first <= last < model.num_train_timesteps "
+            f"({steps}), got [{first}, {last}]"
+        )
 
 
 def _build(cls: type, raw: dict[str, Any], prefix: str, base: Path) -> Any:

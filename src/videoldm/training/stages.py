@@ -48,12 +48,17 @@ class DiffusionLoss(nn.Module):
     """The image LDM objective for any latent rank: (B, c, h, w) frames or (B, c, T, h, w) clips.
 
     One diffusion time per sample -- per clip for videos, never per frame (PAPER.md sections 2 and 9).
+    `weighting="edm"` weights each sample's loss so that it equals the v-objective (x0 error x (1 + SNR)):
+    eps-MSE / alpha_bar(t) for an eps model, the plain MSE for a v model (see `TrainConfig.loss_weighting`).
     """
 
-    def __init__(self, model: nn.Module, scheduler: DDPMScheduler) -> None:
+    def __init__(self, model: nn.Module, scheduler: DDPMScheduler, *, weighting: str = "epsilon") -> None:
         super().__init__()
+        if weighting not in ("epsilon", "edm"):
+            raise ValueError(f"weighting must be 'epsilon' or 'edm', got {weighting!r}")
         self.model = model
         self.scheduler = scheduler
+        self.weighting = weighting
 
     def forward(
         self, latents: torch.Tensor, text: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, **kwargs: Any
@@ -64,7 +69,11 @@ class DiffusionLoss(nn.Module):
             target = self.scheduler.get_velocity(latents, noise, timesteps)
         else:
             target = noise
-        return F.mse_loss(pred.float(), target.float())
+        if self.weighting == "epsilon" or self.scheduler.config.prediction_type == "v_prediction":
+            return F.mse_loss(pred.float(), target.float())
+        per_sample = (pred.float() - target.float()).pow(2).flatten(1).mean(dim=1)
+        alpha_bar = self.scheduler.alphas_cumprod.to(per_sample.device)[timesteps]
+        return (per_sample / alpha_bar).mean()
 
 
 class AutoencoderLoss(nn.Module):
@@ -147,6 +156,9 @@ class Stage:
     def _noise_scheduler(self) -> DDPMScheduler:
         return DDPMScheduler(**noise_scheduler_config(self.config))
 
+    def _diffusion_loss(self, model: nn.Module) -> DiffusionLoss:
+        return DiffusionLoss(model, self._noise_scheduler(), weighting=self.config.train.loss_weighting)
+
     def noise_scheduler_config(self) -> dict[str, Any]:
         return noise_scheduler_config(self.config)
 
@@ -155,12 +167,12 @@ class Stage:
         raise NotImplementedError
 
     def _diffusion_batch(self, latents: torch.Tensor, text: torch.Tensor, g: torch.Generator) -> dict:
-        steps = self.config.model.num_train_timesteps
+        first, last = self.config.train.timestep_range or (0, self.config.model.num_train_timesteps - 1)
         return {
             "latents": latents,
             "text": text,
             "noise": torch.randn(latents.shape, generator=g),
-            "timesteps": torch.randint(steps, (latents.shape[0],), generator=g),
+            "timesteps": torch.randint(first, last + 1, (latents.shape[0],), generator=g),
         }
 
     def _write_conditioning(self, directory: Path) -> None:
@@ -230,7 +242,7 @@ class ImageStage(Stage):
         self.unet = UNet2DConditionModel(**config.model.unet)
         if config.train.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
-        self.module = DiffusionLoss(self.unet, self._noise_scheduler())
+        self.module = self._diffusion_loss(self.unet)
 
     def trainable(self) -> nn.Module:
         return self.unet
@@ -272,7 +284,7 @@ class TemporalStage(Stage):
         self.video_unet.freeze_spatial()
         if config.train.gradient_checkpointing:
             self.video_unet.enable_gradient_checkpointing()
-        self.module = DiffusionLoss(self.video_unet, self._noise_scheduler())
+        self.module = self._diffusion_loss(self.video_unet)
 
     def trainable(self) -> nn.Module:
         return self.video_unet.temporal
