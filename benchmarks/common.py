@@ -148,14 +148,20 @@ def measure_peak_memory(setup: Callable[[], Callable[[], Any]], *, baseline_mb: 
     return {"peak_mb": peak - baseline_mb, "step_mb": peak - before, "hwm_reset": float(exact)}
 
 
-def run_in_subprocess(module: str, function: str, kwargs: dict[str, Any], *, timeout: float = 1800) -> dict[str, Any]:
+def run_in_subprocess(
+    module: str, function: str, kwargs: dict[str, Any], *, timeout: float = 1800, malloc_tuning: bool = True
+) -> dict[str, Any]:
     """Run `module.function(**kwargs)` in a fresh Python (its own RSS), returning its JSON result.
 
-    glibc's malloc is told to serve every large block with mmap, so memory freed by the warm-up run goes back to
-    the kernel and the measured run's high-water mark is its own. The child uses this process's thread count.
+    With `malloc_tuning`, glibc's malloc is told to serve every large block with mmap, so memory freed by the
+    warm-up run goes back to the kernel and the measured run's high-water mark is its own (at some cost in time:
+    every large allocation faults in fresh pages); without it the child runs with malloc as users get it. The
+    child uses this process's thread count.
     """
     threads = str(torch.get_num_threads())
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0", OMP_NUM_THREADS=threads)
+    env = dict(os.environ, OMP_NUM_THREADS=threads)
+    if malloc_tuning:
+        env |= {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
     # The baseline is taken after importing the benchmark module (torch, diffusers, videoldm): library code
     # is not counted, only what the measured function allocates.
     code = (

@@ -3,11 +3,17 @@ assertions). One thread: on a shared 2-core machine two threads can be 20x slowe
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
-from benchmarks import ceiling, param_counts, training, unet_compare
+from benchmarks import ceiling, generate_e2e, param_counts, training, unet_compare
 from benchmarks.common import current_rss_mb, markdown_table, run_in_subprocess
 from benchmarks.models import CONFIGS, MODELS, build, image_unet, inputs, output
+
+import videoldm.io
+from test_pipeline_fixtures import write_tiny_video_ldm
+from videoldm.pipelines import VideoLDMPipeline
 
 TINY = CONFIGS["tiny"]
 
@@ -88,3 +94,61 @@ def test_training_rows_and_memory_probe():
     mem = training.memory_probe(baseline_mb=current_rss_mb(), config="tiny", mode="temporal", checkpointing="temporal")
     positive(mem, ("peak_mb",))
     assert markdown_table(rows, ("trainable", "step_s")).count("\n") == len(rows) + 1
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    return write_tiny_video_ldm(tmp_path_factory.mktemp("model") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def generate_row(tiny_model_dir):
+    """Benchmark (e)'s per-setting measurement, in-process, on the tiny model: 3 frames, 2 steps, 2 runs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # module-scoped: set up before the autouse one_thread fixture
+    try:
+        result = generate_e2e.measure(
+            baseline_mb=current_rss_mb(), frames=3, steps=2, repeats=2, model=str(tiny_model_dir)
+        )
+    finally:
+        torch.set_num_threads(threads)
+    return {"frames": 3, "steps": 2, **result}
+
+
+def test_generate_stage_times_add_up_to_the_command(generate_row):
+    stages = generate_e2e.STAGES
+    positive(generate_row, ("total_s", *stages, "peak_rss_mb", "above_imports_mb", "mp4_bytes"))
+    assert generate_row["runs"] == 2 and generate_row["total_s"] in generate_row["totals_s"]
+    covered = sum(generate_row[s] for s in stages)
+    assert generate_row["other"] == pytest.approx(generate_row["total_s"] - covered)
+    assert 0 <= generate_row["other"] < 0.5 * generate_row["total_s"]  # the seams cover most of the command
+    assert generate_row["peak_rss_mb"] > generate_row["above_imports_mb"]
+
+
+def test_stage_timer_puts_the_pipeline_back():
+    seams = [(VideoLDMPipeline, n) for n in ("from_pretrained", "encode_prompt", "_sample", "decode_latents")]
+    seams.append((videoldm.io, "write_video"))
+    before = [inspect.getattr_static(owner, name) for owner, name in seams]
+    with generate_e2e.stage_timer() as seconds:
+        assert inspect.getattr_static(VideoLDMPipeline, "_sample") is not before[2]
+        assert set(seconds) == set(generate_e2e.STAGES)
+    assert [inspect.getattr_static(owner, name) for owner, name in seams] == before
+
+
+def test_generate_target_row_in_a_fresh_process_and_results_files(tiny_model_dir, generate_row, tmp_path):
+    args = ("a red circle moving left", "--model", str(tiny_model_dir), "--num-frames", "2", "--steps", "1")
+    target = generate_e2e.measure_target(args, runs=1, warmup=0)
+    positive(target, ("wall_s", "peak_rss_mb"))
+    assert target["result"] == ("PASS" if target["wall_s"] <= generate_e2e.TARGET_SECONDS else "FAIL")
+    assert target["command"].startswith('videoldm generate "a red circle moving left" --model ')
+
+    long_row = {**generate_row, "frames": 6, "total_s": 2 * generate_row["total_s"]}
+    md, png = generate_e2e.write_results([generate_row, long_row], target, "machine line", tmp_path)
+    assert png.stat().st_size > 0
+    text = md.read_text()
+    assert "machine line" in text and target["result"] in text
+    settings_table = [line for line in text.splitlines() if line.startswith("| ") and "videoldm" not in line]
+    header, *rows = settings_table[1:]  # [0] is the target table's header
+    assert header == "| " + " | ".join(generate_e2e.COLUMNS) + " |"
+    assert [r.split(" | ")[:2] for r in rows] == [["| 3", "2"], ["| 6", "2"]]
+    assert all(len(r.split(" | ")) == len(generate_e2e.COLUMNS) for r in rows)
