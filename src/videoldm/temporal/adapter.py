@@ -244,9 +244,7 @@ class TemporalAdapter(ModelMixin, ConfigMixin):
         return adapter
 
 
-def check_layout(
-    adapter: TemporalAdapter, state: dict[str, torch.Tensor], saved_specs: list[dict], path: Path
-) -> None:
+def check_layout(adapter: TemporalAdapter, state: dict[str, torch.Tensor], saved_specs: list[dict], path: Path) -> None:
     """Raise a ValueError naming the first temporal layer whose saved weights do not fit the backbone."""
     expected = adapter.state_dict()
     saved_names = [s["name"] for s in saved_specs]
