@@ -196,22 +196,93 @@ def test_zero_context_equals_no_context_and_context_path_learns(unet):
     assert (given - none).abs().max() > 1e-7, "after training, the context changes the output"
 
 
-def test_gradient_checkpointing_gives_the_same_gradients(unet):
-    sample, timestep, text = inputs()
-
-    def grads(checkpointing: bool) -> dict[str, torch.Tensor]:
-        torch.manual_seed(0)
-        video_unet = VideoUNet.from_image_unet(copy.deepcopy(unet))
-        perturb_temporal(video_unet)
+def checkpointing_step(unet, *, checkpointing: bool, trainable: str, **kwargs):
+    """Loss and parameter gradients of one backward through a trained VideoUNet (context and text cross-attention
+    on, so every kind of temporal input crosses the checkpoints)."""
+    video_unet = VideoUNet.from_image_unet(copy.deepcopy(unet), cross_attention=True, context_in_channels=True)
+    perturb_temporal(video_unet)
+    if trainable == "temporal":
         video_unet.freeze_spatial()
-        if checkpointing:
-            video_unet.enable_gradient_checkpointing()
-        video_unet(sample, timestep, encoder_hidden_states=text).sample.pow(2).mean().backward()
-        return {k: p.grad.clone() for k, p in video_unet.temporal.named_parameters()}
+    if checkpointing:
+        video_unet.enable_gradient_checkpointing()
+    sample, timestep, text = inputs()
+    context = torch.cat([torch.randn(2, 4, 8, 8, 8), torch.ones(2, 1, 8, 8, 8)], dim=1)
+    out = video_unet(sample, timestep, encoder_hidden_states=text, context=context, **kwargs).sample
+    loss = (out - sample).pow(2).mean()
+    loss.backward()
+    return loss.detach(), {k: p.grad for k, p in video_unet.named_parameters()}
 
-    plain, checkpointed = grads(False), grads(True)
-    for k in plain:
-        assert torch.allclose(plain[k], checkpointed[k], atol=1e-6), k
+
+CHECKPOINTING_INPUTS = {
+    "video": {},
+    "image_only_indicator": {"image_only_indicator": torch.tensor([[1, 0, 0, 1, 0, 0, 0, 0], [0] * 8])},
+    "image_only": {"image_only": True},
+}
+
+
+@pytest.mark.parametrize(
+    ("trainable", "variant"),
+    [
+        ("temporal", "video"),
+        ("temporal", "image_only_indicator"),
+        ("full", "video"),
+        ("full", "image_only_indicator"),
+        ("full", "image_only"),  # temporal-only training has nothing to train with image_only
+    ],
+)
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(unet, trainable, variant):
+    """Spatial blocks and temporal layers recomputed in backward: same loss, same gradient for every trainable
+    parameter (bitwise equal on CPU; the tolerance, rtol 1e-5 and atol 1e-7, allows for other kernels)."""
+    kwargs = CHECKPOINTING_INPUTS[variant]
+    torch.manual_seed(0)
+    plain_loss, plain = checkpointing_step(unet, checkpointing=False, trainable=trainable, **kwargs)
+    torch.manual_seed(0)
+    loss, checkpointed = checkpointing_step(unet, checkpointing=True, trainable=trainable, **kwargs)
+    torch.testing.assert_close(loss, plain_loss, rtol=1e-6, atol=0)
+    trained = {k for k, g in plain.items() if g is not None}
+    expected = {k for k in plain if k.startswith("unet.")} if trainable == "full" else set()
+    if variant != "image_only":  # image_only skips every temporal layer
+        expected |= {k for k in plain if k.startswith("temporal.")}
+    assert trained == expected
+    assert {k for k, g in checkpointed.items() if g is not None} == trained
+    for k in trained:
+        torch.testing.assert_close(checkpointed[k], plain[k], rtol=1e-5, atol=1e-7, msg=k)
+
+
+def test_gradient_checkpointing_recomputes_the_temporal_layers_with_the_forward_frame_state(unet):
+    """The backward pass recomputes every temporal layer -- those after the ResNet blocks together with their
+    checkpointed block -- with the forward's frame state (frames, text, indicator) and the forward's result.
+    Reading a state cleared after forward (the old bug) skipped them in the recomputation."""
+    video_unet = VideoUNet.from_image_unet(unet, cross_attention=True)
+    perturb_temporal(video_unet)
+    video_unet.freeze_spatial()
+    video_unet.enable_gradient_checkpointing()
+    calls: dict[str, list[tuple]] = {}
+    for name, layer in zip(video_unet._layer_names(), video_unet.temporal.layers.values(), strict=True):
+        layer.register_forward_hook(
+            lambda _m, args, kwargs, out, name=name: calls.setdefault(name, []).append((args, kwargs, out.detach())),
+            with_kwargs=True,
+        )
+    sample, timestep, text = inputs()
+    indicator = torch.zeros(2, 8)
+    indicator[0, 3] = 1
+    # Early stop (set at forward time) would end each recomputation as soon as its saved tensors are back,
+    # before the layer returns and its forward hook runs.
+    with torch.utils.checkpoint.set_checkpoint_early_stop(False):
+        out = video_unet(sample, timestep, encoder_hidden_states=text, image_only_indicator=indicator).sample
+        assert len(calls) == len(video_unet.temporal.layers) and all(len(c) == 1 for c in calls.values())
+        assert video_unet._state is None, "the frame state is cleared after forward"
+        out.pow(2).mean().backward()
+    assert all(len(c) == 2 for c in calls.values()), "each temporal layer is recomputed once in backward"
+    for name, ((args, kwargs, result), (re_args, re_kwargs, re_result)) in calls.items():
+        assert re_kwargs["num_frames"] == 8 and re_kwargs["text"] is text, name
+        assert re_kwargs["image_only_indicator"] is indicator, name
+        assert re_kwargs.keys() == kwargs.keys(), name
+        for key, value in kwargs.items():
+            same = torch.equal(re_kwargs[key], value) if torch.is_tensor(value) else re_kwargs[key] == value
+            assert same, (name, key)
+        assert torch.equal(re_args[0], args[0]) and torch.equal(re_result, result), name
+    assert {layer.kind for layer in video_unet.temporal.layers.values()} == {"resnet", "transformer"}
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ the hooks do nothing, so `video_unet.unet` still runs as the image model.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,8 @@ class _FrameState:
     text: torch.Tensor | None
     context: dict[tuple[int, int], torch.Tensor] | None
     image_only_indicator: torch.Tensor | None
+    # True inside a checkpointed spatial block: the temporal layer is recomputed with its block.
+    checkpointed: bool = False
 
 
 class VideoUNet(nn.Module):
@@ -108,8 +111,13 @@ class VideoUNet(nn.Module):
         return (p for p in self.temporal.parameters() if p.requires_grad)
 
     def enable_gradient_checkpointing(self) -> None:
-        """Recompute temporal layers in the backward pass instead of storing their activations."""
+        """Recompute activations in the backward pass instead of storing them, for the spatial and the temporal
+        layers: the image UNet's own block checkpointing (diffusers': each ResNet block, with its temporal layer,
+        and each transformer block) and every temporal layer not already inside a checkpointed block (those
+        after the spatial transformers). Gradients are unchanged; a training step costs about one more forward.
+        """
         self.gradient_checkpointing = True
+        self.unet.enable_gradient_checkpointing(self._checkpoint_spatial)
 
     def alphas(self) -> dict[str, float]:
         """The current alpha (weight of the spatial branch) of every temporal layer, by spatial module name."""
@@ -194,11 +202,31 @@ class VideoUNet(nn.Module):
 
     @contextlib.contextmanager
     def _frames(self, state: _FrameState | None) -> Iterator[None]:
-        self._state = state
+        # Restores the previous state: `_checkpoint_spatial` nests this inside `forward`'s.
+        previous, self._state = self._state, state
         try:
             yield
         finally:
-            self._state = None
+            self._state = previous
+
+    def _checkpoint_spatial(self, block: nn.Module, *args: Any) -> Any:
+        """diffusers' gradient-checkpointing function for the image UNet's blocks: `block(*args)`, recomputed in
+        the backward pass.
+
+        The forward hook of a checkpointed ResNet block -- its temporal layer -- runs again when the backward
+        pass recomputes the block, long after `forward` has left `_frames` and cleared `self._state`. So the
+        frame state of this forward is captured here and set again around the recomputation, which then builds
+        the same graph as the forward did (state None -- image_only or a plain image-UNet call -- stays None).
+        """
+        state = self._state
+        if state is not None:
+            state = dataclasses.replace(state, checkpointed=True)
+
+        def run(*inputs: Any) -> Any:
+            with self._frames(state):
+                return block(*inputs)
+
+        return checkpoint(run, *args, use_reentrant=False)
 
     def _check_inputs(
         self,
@@ -276,7 +304,7 @@ class VideoUNet(nn.Module):
             "context": context,
             "image_only_indicator": state.image_only_indicator,
         }
-        if self.gradient_checkpointing and torch.is_grad_enabled():
+        if self.gradient_checkpointing and torch.is_grad_enabled() and not state.checkpointed:
             return checkpoint(_call_layer, layer, hidden, kwargs, use_reentrant=False)
         return layer(hidden, **kwargs)
 
