@@ -57,9 +57,11 @@ def machine_info() -> dict[str, Any]:
 
 def machine_header(info: dict[str, Any], *, load_before: float, load_after: float) -> str:
     """The line every results table starts with."""
+    # Only the load before the run says whether other processes compete: the load after counts this benchmark's
+    # own threads (and a preceding benchmark's tail shows in `before` for a minute).
     busy = (
-        " Other processes were running (load average > threads): timings are noisy, compare ratios."
-        if max(load_before, load_after) > info["torch_threads"] * 0.75
+        " Other processes were running (load average > threads before the run): timings are noisy, compare ratios."
+        if load_before > info["torch_threads"] * 0.75
         else ""
     )
     return (
