@@ -7,12 +7,13 @@ import inspect
 
 import pytest
 import torch
-from benchmarks import ceiling, generate_e2e, param_counts, training, unet_compare
+from benchmarks import ceiling, generate_e2e, param_counts, prompt_sensitivity, training, unet_compare
 from benchmarks.common import current_rss_mb, markdown_table, run_in_subprocess
 from benchmarks.models import CONFIGS, MODELS, build, image_unet, inputs, output
 
 import videoldm.io
 from test_pipeline_fixtures import write_tiny_video_ldm
+from videoldm.data.shapes import parse_caption
 from videoldm.pipelines import VideoLDMPipeline
 
 TINY = CONFIGS["tiny"]
@@ -152,3 +153,32 @@ def test_generate_target_row_in_a_fresh_process_and_results_files(tiny_model_dir
     assert header == "| " + " | ".join(generate_e2e.COLUMNS) + " |"
     assert [r.split(" | ")[:2] for r in rows] == [["| 3", "2"], ["| 6", "2"]]
     assert all(len(r.split(" | ")) == len(generate_e2e.COLUMNS) for r in rows)
+
+
+def test_prompt_sensitivity_changes_exactly_one_word():
+    for prompt in prompt_sensitivity.PROMPTS:
+        original = dict(zip(("colour", "shape", "direction"), parse_caption(prompt), strict=True))
+        for word in prompt_sensitivity.WORDS:
+            new = dict(
+                zip(
+                    ("colour", "shape", "direction"),
+                    parse_caption(prompt_sensitivity.changed(prompt, word)),
+                    strict=True,
+                )
+            )
+            assert {k for k in original if original[k] != new[k]} == {word}
+
+
+def test_prompt_sensitivity_reaches_the_direction_word_only_through_the_temporal_layers(tiny_model_dir, tmp_path):
+    rows = prompt_sensitivity.run(tiny_model_dir, num_frames=3, out_dir=tmp_path)
+    aligned, image_only = rows
+    assert all(0 < image_only[w] < 10 for w in prompt_sensitivity.WORDS)
+    assert aligned["direction"] != pytest.approx(image_only["direction"], rel=1e-3)  # trained-looking temporal layers
+    assert (tmp_path / "prompt_sensitivity.md").read_text().count("| aligned |") == 1
+    # With every alpha = 1 the aligned model is the image model: the same sensitivities.
+    pipe = VideoLDMPipeline.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        for layer in pipe.unet.temporal.layers.values():
+            layer.blend.mix_logit.fill_(50.0)
+    forced = prompt_sensitivity.sensitivity(pipe, num_frames=3)
+    assert forced == pytest.approx({w: image_only[w] for w in prompt_sensitivity.WORDS}, rel=1e-5)
