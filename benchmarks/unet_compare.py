@@ -1,7 +1,8 @@
 """Benchmark (a): VideoUNet vs diffusers' SVD UNet vs AnimateDiff's UNetMotionModel at matched configs.
 
 Forward time (no grad), temporal-only training step time (AdamW over the temporal parameters, MSE loss),
-peak memory (fresh subprocess per setting) and parameter counts, as ratios to VideoUNet.
+peak memory (fresh subprocess per setting) and parameter counts, as ratios to VideoUNet; the forward's FLOPs
+(counted as in the ceiling benchmark) and GFLOP/s, so a time ratio reads as work done vs efficiency.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from benchmarks.ceiling import count_flops
 from benchmarks.common import (
     RESULTS,
     interleaved_median_times,
@@ -66,9 +68,12 @@ def time_config(
     """Parameter counts and median forward / temporal-training-step times of `models` at `cfg`, interleaved."""
     nets = {m: build(m, cfg) for m in models}
     rows = {m: {"config": cfg.name, "model": m, **parameter_counts(m, nets[m])} for m in models}
-    forward = interleaved_median_times({m: forward_fn(m, nets[m], cfg) for m in models}, warmup=warmup, repeats=repeats)
+    forwards = {m: forward_fn(m, nets[m], cfg) for m in models}
+    forward = interleaved_median_times(forwards, warmup=warmup, repeats=repeats)
     for m in models:
         rows[m]["forward_s"] = forward[m]
+        rows[m]["forward_gflop"] = count_flops(forwards[m]) / 1e9
+        rows[m]["forward_gflops_per_s"] = rows[m]["forward_gflop"] / forward[m]
     if train:
         steps = interleaved_median_times(
             {m: train_step_fn(m, nets[m], cfg) for m in models}, warmup=warmup, repeats=repeats
@@ -128,6 +133,8 @@ COLUMNS = (
     "params_temporal",
     "forward_s",
     "forward_s_ratio",
+    "forward_gflop",
+    "forward_gflops_per_s",
     "train_temporal_s",
     "train_temporal_s_ratio",
     "forward_peak_mb",
@@ -151,7 +158,9 @@ def write_results(rows: list[dict[str, Any]], header: str, out_dir: Path = RESUL
             "Times: median of several runs after a warm-up, the three models measured round-robin in one process "
             "(except `sd`, built one at a time). `train_temporal_s`: forward + MSE + backward + AdamW step over the "
             "temporal parameters only. `*_ratio`: the model's value / VideoUNet's (below 1: smaller or faster than "
-            "VideoUNet). Peak memory: RSS high-water mark of a fresh subprocess during one run after a warm-up "
+            "VideoUNet). `forward_gflop`: the forward's matmul, convolution and attention FLOPs counted with "
+            "`FlopCounterMode` (as in the ceiling benchmark); `forward_gflops_per_s` = that / `forward_s`. "
+            "Peak memory: RSS high-water mark of a fresh subprocess during one run after a warm-up "
             "(`/proc/self/clear_refs` reset, glibc told to return freed blocks), minus the RSS after imports: weights, "
             "gradients, optimizer state and activations. SD-width training is not run (~14 GB of weights, "
             "gradients and AdamW state on a shared 23 GB machine).",

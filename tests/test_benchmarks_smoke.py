@@ -47,6 +47,7 @@ def test_unet_comparison_rows(tmp_path):
     assert [r["model"] for r in rows] == list(MODELS)
     for row in rows:
         positive(row, ("params_total", "params_temporal", "forward_s", "train_temporal_s", "forward_s_ratio"))
+        positive(row, ("forward_gflop", "forward_gflops_per_s"))
         assert row["params_temporal"] < row["params_total"]
     assert rows[0]["forward_s_ratio"] == 1.0
     paths = unet_compare.write_results(rows, "machine line", tmp_path)
