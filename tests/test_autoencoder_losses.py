@@ -161,3 +161,25 @@ def test_loss_inputs_must_match():
     _, loss, video = setup()
     with pytest.raises(ValueError, match="same shape"):
         loss.generator_loss(video, video[:, :, :2], step=0, last_layer=torch.zeros(1))
+
+
+def test_flicker_term_is_the_flicker_metric_and_ignores_errors_that_agree_across_frames():
+    from videoldm.autoencoder.losses import flicker_l1
+    from videoldm.autoencoder.metrics import temporal_flicker
+
+    video = tiny_video(batch=2, frames=4)
+    g = torch.Generator().manual_seed(0)
+    noisy = (video + 0.1 * torch.randn(video.shape, generator=g)).clamp(-1, 1)  # the metric clamps to [-1, 1]
+    # The loss on [-1, 1] is twice the metric on [0, 1] (every pixel difference doubles).
+    torch.testing.assert_close(flicker_l1(video, noisy).double(), 2 * temporal_flicker(noisy, video).mean())
+    # An error that is the same in every frame is not flicker: zero, while the per-frame L1 sees it.
+    steady = video + 0.1 * torch.randn(video[:, :, :1].shape, generator=g)
+    assert flicker_l1(video, steady) < 1e-6
+
+    weighted = DecoderLoss(discriminator=small_discriminator(), flicker_weight=2.0)
+    plain = DecoderLoss(discriminator=small_discriminator())
+    losses, base = weighted.reconstruction_loss(video, noisy), plain.reconstruction_loss(video, noisy)
+    assert "flicker" not in base
+    torch.testing.assert_close(losses["rec"], base["rec"] + 2.0 * flicker_l1(video, noisy))
+    with pytest.raises(ValueError, match="flicker_weight"):
+        DecoderLoss(flicker_weight=-1.0)

@@ -3,9 +3,12 @@
 As the LDM autoencoder's `LPIPSWithDiscriminator`, with the image discriminator replaced by a 3D-conv
 video discriminator (PAPER.md section 3). The generator loss is
 
-    rec + d_weight * g,     rec = L1 + lpips_weight * LPIPS (per frame),  g = -mean(D(reconstruction)),
+    rec + d_weight * g,     rec = L1 + lpips_weight * LPIPS (per frame) + flicker_weight * L1(diffs),
+                            g = -mean(D(reconstruction)),
 
-where the adaptive weight d_weight = disc_weight * |grad_last rec| / (|grad_last g| + 1e-4) balances the two
+where L1(diffs) compares the frame differences x[t+1] - x[t] of the reconstruction and the video (the flicker
+metric, `metrics.temporal_flicker`: per-frame L1 does not ask for errors that agree from frame to frame), and
+the adaptive weight d_weight = disc_weight * |grad_last rec| / (|grad_last g| + 1e-4) balances the two
 gradients at the decoder's last layer, and the adversarial term is off before `disc_start_step`.
 
 The trainer makes two optimisers: one over `VideoAutoencoder.temporal_parameters()` for `generator_loss`,
@@ -47,6 +50,7 @@ class DecoderLoss(nn.Module):
         disc_start_step: the adversarial term (and the discriminator's training) starts at this step.
         lpips_weights: a local safetensors file for LPIPS (see `lpips.py`); None: L1 only.
         lpips_weight: weight of LPIPS in the reconstruction loss.
+        flicker_weight: weight of the L1 between the reconstruction's and the video's frame differences.
     """
 
     def __init__(
@@ -57,31 +61,36 @@ class DecoderLoss(nn.Module):
         disc_start_step: int = 0,
         lpips_weights: str | Path | None = None,
         lpips_weight: float = 1.0,
+        flicker_weight: float = 0.0,
     ) -> None:
         super().__init__()
-        if disc_weight < 0 or disc_start_step < 0 or lpips_weight < 0:
+        if min(disc_weight, disc_start_step, lpips_weight, flicker_weight) < 0:
             raise ValueError(
-                f"disc_weight, disc_start_step and lpips_weight must be >= 0; got {disc_weight}, "
-                f"{disc_start_step}, {lpips_weight}"
+                f"disc_weight, disc_start_step, lpips_weight and flicker_weight must be >= 0; got {disc_weight}, "
+                f"{disc_start_step}, {lpips_weight}, {flicker_weight}"
             )
         self.discriminator = discriminator if discriminator is not None else VideoDiscriminator()
         self.disc_weight = disc_weight
         self.disc_start_step = disc_start_step
         self.lpips = LPIPS.from_file(lpips_weights) if lpips_weights is not None else None
         self.lpips_weight = lpips_weight
+        self.flicker_weight = flicker_weight
 
     def discriminator_active(self, step: int) -> bool:
         """Whether the adversarial term is on at `step` (the trainer may skip the discriminator step if not)."""
         return step >= self.disc_start_step
 
     def reconstruction_loss(self, video: torch.Tensor, reconstruction: torch.Tensor) -> dict[str, torch.Tensor]:
-        """{"l1", "lpips" (if weights were given), "rec"} for videos (B, 3, T, H, W)."""
+        """{"l1", "lpips" (if weights were given), "flicker" (if weighted), "rec"} for videos (B, 3, T, H, W)."""
         losses = {"l1": F.l1_loss(reconstruction.float(), video.float())}
         rec = losses["l1"]
         if self.lpips is not None:
             lpips = self.lpips(video_to_frames(reconstruction.float()), video_to_frames(video.float())).mean()
             losses["lpips"] = lpips
             rec = rec + self.lpips_weight * lpips
+        if self.flicker_weight > 0:
+            losses["flicker"] = flicker_l1(video, reconstruction)
+            rec = rec + self.flicker_weight * losses["flicker"]
         losses["rec"] = rec
         return losses
 
@@ -131,6 +140,11 @@ class DecoderLoss(nn.Module):
             "logits/fake": logits_fake.mean().item(),
         }
         return loss, logs
+
+
+def flicker_l1(video: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+    """Mean |(r[t+1] - r[t]) - (x[t+1] - x[t])| over (B, C, T, H, W) clips: the flicker metric, as a loss."""
+    return F.l1_loss(reconstruction.float().diff(dim=2), video.float().diff(dim=2))
 
 
 def _check_pair(video: torch.Tensor, reconstruction: torch.Tensor) -> None:

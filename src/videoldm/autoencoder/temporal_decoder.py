@@ -130,8 +130,7 @@ class DecoderTemporalLayer(nn.Module):
     def forward(self, frames: torch.Tensor, *, num_frames: int) -> torch.Tensor:
         """frames: (B*T, C, H, W), the spatial module's output. Returns the blended (B*T, C, H, W)."""
         temporal = self.block(frames_to_video(frames, num_frames))
-        temporal = temporal.permute(0, 2, 1, 3, 4).reshape(frames.shape)
-        return self.blend(frames, temporal)
+        return self.blend.blend_frames(frames, temporal)
 
 
 class TemporalDecoderAdapter(ModelMixin, ConfigMixin):

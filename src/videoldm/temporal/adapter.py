@@ -149,8 +149,7 @@ class TemporalLayer(nn.Module):
             temporal = self.block(video, temb=temb_video, context=ctx)
         else:
             temporal = self.block(video, encoder_hidden_states=text, context=ctx)
-        temporal = temporal.permute(0, 2, 1, 3, 4).reshape(frames.shape)
-        return self.blend(frames, temporal, image_only_indicator=image_only_indicator)
+        return self.blend.blend_frames(frames, temporal, image_only_indicator=image_only_indicator)
 
 
 class TemporalAdapter(ModelMixin, ConfigMixin):

@@ -75,11 +75,33 @@ class AlphaBlender(nn.Module):
         image_only_indicator: torch.Tensor | None = None,
         force_spatial: bool = False,
     ) -> torch.Tensor:
-        """Blend two (B*T, ...) tensors."""
+        """Blend two tensors of one shape, frame-major: (B*T, ...) or (B, T, ...)."""
         alpha = self.alpha(image_only_indicator, force_spatial)
-        if alpha.ndim == 1:
-            alpha = alpha.reshape(-1, *([1] * (spatial.ndim - 1))).to(spatial.dtype)
-        return alpha * spatial + (1.0 - alpha) * temporal
+        if alpha.ndim == 1:  # (B*T,): one alpha per frame
+            lead = spatial.shape[:1] if alpha.numel() == spatial.shape[0] else spatial.shape[:2]
+            alpha = alpha.reshape(*lead, *([1] * (spatial.ndim - len(lead))))
+        # lerp(s, t, 1 - alpha) = alpha * s + (1 - alpha) * t in one pass over memory (the formula took three)
+        return torch.lerp(spatial, temporal, (1.0 - alpha).to(spatial.dtype))
+
+    def blend_frames(
+        self,
+        frames: torch.Tensor,
+        temporal: torch.Tensor,
+        *,
+        image_only_indicator: torch.Tensor | None = None,
+        force_spatial: bool = False,
+    ) -> torch.Tensor:
+        """frames: (B*T, C, H, W), a spatial layer's output; temporal: (B, C, T, H, W), its temporal twin's.
+        Returns the blend as (B*T, C, H, W), in the frames' layout: `temporal` is read through a transposed view,
+        so no copy between the two layouts is made."""
+        b, _, t = temporal.shape[:3]
+        out = self(
+            frames.unflatten(0, (b, t)),
+            temporal.transpose(1, 2),
+            image_only_indicator=image_only_indicator,
+            force_spatial=force_spatial,
+        )
+        return out.flatten(0, 1)
 
 
 class TemporalResBlock(nn.Module):
@@ -173,6 +195,8 @@ class TemporalAttention(nn.Module):
     def _self(self, x: torch.Tensor, attn_bias: torch.Tensor | None) -> torch.Tensor:
         q, k, v = self._heads(self.to_q(x)), self._heads(self.to_k(x)), self._heads(self.to_v(x))
         mask = None if attn_bias is None else attn_bias.to(q.dtype)
+        if _short_low_precision_cpu(q):
+            return self._merge(_matmul_attention(q, k, v, mask))
         return self._merge(F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
 
     def _cross(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
@@ -186,6 +210,26 @@ class TemporalAttention(nn.Module):
     def _merge(out: torch.Tensor) -> torch.Tensor:
         n, heads, length, head_dim = out.shape
         return out.transpose(1, 2).reshape(n, length, heads * head_dim)
+
+
+# Attention over a few frames per token is a huge batch of tiny problems. PyTorch's CPU SDPA kernels in bf16/fp16
+# ran such batches 1.6-3x slower than two batched matmuls and a softmax (T = 4-16, 8 heads of 40 or 80 channels;
+# `benchmarks/results/ceiling.md`); in fp32 and on GPUs SDPA is as fast or faster, so only that case is routed.
+SHORT_SEQUENCE = 16
+
+
+def _short_low_precision_cpu(q: torch.Tensor) -> bool:
+    return q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16) and q.shape[-2] <= SHORT_SEQUENCE
+
+
+def _matmul_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + mask) v for (N, heads, T, d) tensors, the softmax in float32 (as SDPA's)."""
+    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+    if mask is not None:
+        scores = scores + mask
+    return scores.float().softmax(dim=-1).to(v.dtype) @ v
 
 
 class FeedForward(nn.Module):

@@ -69,6 +69,7 @@ class OptimConfig:
     disc_start_step: int = 0
     disc_weight: float = 0.5
     lpips_weights: Path | None = None
+    flicker_weight: float = 0.0  # decoder: L1 on frame differences (the flicker metric) beside the per-frame L1
 
 
 @dataclass

@@ -344,7 +344,10 @@ class DecoderStage(Stage):
             self.video_ae.enable_gradient_checkpointing()
         opt = config.optim
         loss = DecoderLoss(
-            disc_weight=opt.disc_weight, disc_start_step=opt.disc_start_step, lpips_weights=opt.lpips_weights
+            disc_weight=opt.disc_weight,
+            disc_start_step=opt.disc_start_step,
+            lpips_weights=opt.lpips_weights,
+            flicker_weight=opt.flicker_weight,
         )
         self.module = DecoderReconstruction(self.video_ae, loss)
         self.discriminator = loss.discriminator
