@@ -51,6 +51,22 @@ def test_trained_temporal_layers_change_the_output_and_image_decoder_switch_igno
         torch.testing.assert_close(vae.decode(latents[:, :, 0] / vae.config.scaling_factor).sample, reference[:, :, 0])
 
 
+def test_deep_copy_runs_its_own_temporal_layers():
+    import copy
+
+    video_ae = VideoAutoencoder.from_vae(tiny_vae())
+    perturb_temporal(video_ae)
+    twin = copy.deepcopy(video_ae)
+    latents = torch.randn(1, 4, 6, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = video_ae.decode(latents)
+        torch.testing.assert_close(twin.decode(latents), before)
+        for p in twin.temporal.parameters():  # the copy's layers, not the original's, must run in the copy
+            p.mul_(2)
+        assert (twin.decode(latents) - before).abs().max() > 1e-3
+        assert torch.equal(video_ae.decode(latents), before)
+
+
 def test_temporal_layers_mix_frames_within_a_clip_only():
     video_ae = VideoAutoencoder.from_vae(tiny_vae())
     perturb_temporal(video_ae)

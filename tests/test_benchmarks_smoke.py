@@ -76,7 +76,7 @@ def test_ceiling_rows():
     config = dict(image_unet(TINY).config)
     ceilings, rows = ceiling.measure(config, frames=2, latent=8, repeats=1, matmul_sizes=(128,))
     assert ceilings["fp32"] > 0 and ceilings["bf16"] > 0
-    assert len(rows) == (4 if ceilings["bf16_native"] else 2)
+    assert len(rows) == (6 if ceilings["bf16_native"] else 2)
     for row in rows:
         positive(row, ("gflop", "forward_s", "gflops_per_s", "ceiling_gflops_per_s", "fraction_of_ceiling"))
     video, image = rows[0]["gflop"], rows[-1]["gflop"]

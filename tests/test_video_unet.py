@@ -68,6 +68,21 @@ def test_trained_temporal_layers_change_the_output_but_alpha_one_recovers_the_im
     assert torch.equal(indicator, ref)
 
 
+def test_deep_copy_runs_its_own_temporal_layers(unet):
+    """copy.deepcopy (EMA copies, a bf16 copy) must give a VideoUNet whose hooks run the copy's layers."""
+    video_unet = VideoUNet.from_image_unet(copy.deepcopy(unet))
+    perturb_temporal(video_unet)
+    twin = copy.deepcopy(video_unet)
+    sample, timestep, text = inputs()
+    with torch.no_grad():
+        before = video_unet(sample, timestep, encoder_hidden_states=text).sample
+        torch.testing.assert_close(twin(sample, timestep, encoder_hidden_states=text).sample, before)
+        perturb_temporal(twin, seed=1)  # the copy's layers, not the original's, must now run in the copy
+        changed = twin(sample, timestep, encoder_hidden_states=text).sample
+        assert (changed - before).abs().max() > 1e-2
+        assert torch.equal(video_unet(sample, timestep, encoder_hidden_states=text).sample, before)
+
+
 def test_image_only_indicator_is_per_frame(unet):
     """Frames flagged as images see the image model; the other clip in the batch still sees temporal layers."""
     video_unet = VideoUNet.from_image_unet(unet)

@@ -271,22 +271,7 @@ class VideoUNet(nn.Module):
             raise ValueError(f"the adapter has {len(theirs)} temporal layers, this backbone needs {len(ours)}")
 
     def _attach(self, name: str) -> torch.utils.hooks.RemovableHandle:
-        module = self.unet.get_submodule(name)
-        layer = self.temporal.layers[layer_key(name)]
-        is_resnet = layer.kind == "resnet"
-
-        def hook(_module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
-            state = self._state
-            if state is None:
-                return None
-            hidden = output if is_resnet else output[0]
-            temb = (args[1] if len(args) > 1 else kwargs.get("temb")) if is_resnet else None
-            blended = self._run_layer(layer, hidden, temb, state)
-            if is_resnet:
-                return blended
-            return (blended, *output[1:]) if isinstance(output, tuple) else type(output)(sample=blended)
-
-        return module.register_forward_hook(hook, with_kwargs=True)
+        return self.unet.get_submodule(name).register_forward_hook(_TemporalHook(self, name), with_kwargs=True)
 
     def _run_layer(
         self, layer: TemporalLayer, hidden: torch.Tensor, temb: torch.Tensor | None, state: _FrameState
@@ -307,6 +292,28 @@ class VideoUNet(nn.Module):
         if self.gradient_checkpointing and torch.is_grad_enabled() and not state.checkpointed:
             return checkpoint(_call_layer, layer, hidden, kwargs, use_reentrant=False)
         return layer(hidden, **kwargs)
+
+
+class _TemporalHook:
+    """The forward hook of one spatial block: during a VideoUNet forward, run its temporal layer on the block's
+    output and return the blend. An object, not a closure, so that `copy.deepcopy(video_unet)` (EMA copies, dtype
+    copies) gives hooks that point at the copy and its layers; a closure would keep running the original's."""
+
+    def __init__(self, owner: VideoUNet, name: str) -> None:
+        self.owner = owner
+        self.key = layer_key(name)
+        self.is_resnet = owner.temporal.layers[self.key].kind == "resnet"
+
+    def __call__(self, _module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+        state = self.owner._state
+        if state is None:
+            return None
+        hidden = output if self.is_resnet else output[0]
+        temb = (args[1] if len(args) > 1 else kwargs.get("temb")) if self.is_resnet else None
+        blended = self.owner._run_layer(self.owner.temporal.layers[self.key], hidden, temb, state)
+        if self.is_resnet:
+            return blended
+        return (blended, *output[1:]) if isinstance(output, tuple) else type(output)(sample=blended)
 
 
 def _call_layer(layer: TemporalLayer, hidden: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:

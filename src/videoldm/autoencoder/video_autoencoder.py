@@ -228,14 +228,7 @@ class VideoAutoencoder(nn.Module):
             self._num_frames = None
 
     def _attach(self, name: str) -> torch.utils.hooks.RemovableHandle:
-        layer = self.temporal.layers[layer_key(name)]
-
-        def hook(_module: nn.Module, _args: tuple, output: torch.Tensor) -> torch.Tensor | None:
-            if self._num_frames is None:
-                return None
-            return self._run_layer(layer, output, self._num_frames)
-
-        return self.vae.get_submodule(name).register_forward_hook(hook)
+        return self.vae.get_submodule(name).register_forward_hook(_DecoderHook(self, layer_key(name)))
 
     def _run_layer(self, layer: DecoderTemporalLayer, hidden: torch.Tensor, num_frames: int) -> torch.Tensor:
         if self.gradient_checkpointing and torch.is_grad_enabled():
@@ -245,6 +238,21 @@ class VideoAutoencoder(nn.Module):
     def _require_temporal(self, what: str) -> None:
         if self.temporal is None:
             raise ValueError(f"{what}: this VideoAutoencoder has no temporal layers (built with image_only=True)")
+
+
+class _DecoderHook:
+    """The forward hook of one decoder module: during a video decode, run its temporal layer on the output.
+    An object, not a closure, so that `copy.deepcopy` of a VideoAutoencoder gives hooks on the copy."""
+
+    def __init__(self, owner: VideoAutoencoder, key: str) -> None:
+        self.owner = owner
+        self.key = key
+
+    def __call__(self, _module: nn.Module, _args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+        num_frames = self.owner._num_frames
+        if num_frames is None:
+            return None
+        return self.owner._run_layer(self.owner.temporal.layers[self.key], output, num_frames)
 
 
 def _call_layer(layer: DecoderTemporalLayer, hidden: torch.Tensor, num_frames: int) -> torch.Tensor:

@@ -32,6 +32,9 @@ def generate(
     scheduler: str | None = typer.Option(None, "--scheduler", help="ddim, dpm++ or euler (default: the model's)."),
     output: Path | None = typer.Option(None, "--output", "-o", help=".mp4 or .gif (default ./videoldm-SEED.mp4)."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, ... (default: cuda if available)."),
+    dtype: str = typer.Option(
+        "fp32", "--dtype", help="fp32, bf16 (CPUs with native bf16, GPUs) or fp16 (GPUs): the weights' precision."
+    ),
 ) -> None:
     """Generate a video from text and print the path of the written .mp4 / .gif."""
     seed = secrets.randbelow(2**31) if seed is None else seed
@@ -43,17 +46,20 @@ def generate(
 
     import torch
 
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch_dtype = getattr(torch, _check_dtype(dtype, device))
+
     from videoldm.diffusion import make_scheduler
     from videoldm.io import write_video
     from videoldm.pipelines import VideoLDMPipeline
 
     try:
-        pipe = VideoLDMPipeline.from_pretrained(model_dir, image_decoder=image_decoder)
+        pipe = VideoLDMPipeline.from_pretrained(model_dir, image_decoder=image_decoder, torch_dtype=torch_dtype)
     except (OSError, ValueError) as err:
         fail(f"cannot load model {model_dir}: {err}")
     if scheduler is not None:
         pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
-    pipe.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    pipe.to(device)
     pipe.set_progress_bar_config(desc="generating", unit="step")
     video = pipe(
         prompt,
@@ -87,6 +93,18 @@ def _check_arguments(
 
     if scheduler is not None and scheduler not in SAMPLERS:
         fail(f"--scheduler must be one of {', '.join(SAMPLERS)}, got {scheduler!r}")
+
+
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def _check_dtype(dtype: str, device: str) -> str:
+    """The torch dtype name for --dtype; fp16 only off the CPU (PyTorch's CPU kernels lack or emulate it)."""
+    if dtype not in DTYPES:
+        fail(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype == "fp16" and device.startswith("cpu"):
+        fail("--dtype fp16 needs a GPU (--device cuda); on a CPU use bf16 or fp32")
+    return DTYPES[dtype]
 
 
 def _check_output(output: Path) -> None:
