@@ -65,6 +65,19 @@ def test_bf16_weights_give_the_float32_video_within_bf16_rounding(model_dir: Pat
     assert 0 < (fp32 - bf16).abs().mean() < 0.05
 
 
+def test_compile_flag_compiles_the_video_unet(model_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    import torch
+
+    from videoldm import VideoUNet
+
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda module, **_: compiled.append(module) or module)
+    _generate(model_dir, tmp_path / "plain.mp4", "--seed", "2")
+    assert not compiled  # off by default
+    _generate(model_dir, tmp_path / "compiled.mp4", "--seed", "2", "--compile")
+    assert len(compiled) == 1 and isinstance(compiled[0], VideoUNet)
+
+
 def test_default_model_and_default_output_name(model_dir: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(videoldm.assets, "shipped_model_dir", lambda: model_dir)
     monkeypatch.chdir(tmp_path)

@@ -35,6 +35,9 @@ def generate(
     dtype: str = typer.Option(
         "fp32", "--dtype", help="fp32, bf16 (CPUs with native bf16, GPUs) or fp16 (GPUs): the weights' precision."
     ),
+    compile_unet: bool = typer.Option(
+        False, "--compile", help="torch.compile the UNet: minutes to start; for GPUs and long runs (see docs)."
+    ),
 ) -> None:
     """Generate a video from text and print the path of the written .mp4 / .gif."""
     seed = secrets.randbelow(2**31) if seed is None else seed
@@ -60,6 +63,10 @@ def generate(
     if scheduler is not None:
         pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     pipe.to(device)
+    if compile_unet:
+        # Off by default: on a 2-core CPU compiling took ~2 min and the compiled UNet was no faster
+        # (docs/benchmarks.md); the time pays back on GPUs and over many videos.
+        pipe.unet = torch.compile(pipe.unet)
     pipe.set_progress_bar_config(desc="generating", unit="step")
     video = pipe(
         prompt,
