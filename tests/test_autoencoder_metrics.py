@@ -57,12 +57,30 @@ def test_flicker_ignores_constant_errors_and_sees_frame_to_frame_ones():
     assert math.isfinite(psnr(flickering, x * 0.5)[0].item())
 
 
+def test_static_flicker_is_the_part_of_the_flicker_where_the_video_stands_still():
+    from videoldm.autoencoder.metrics import static_flicker
+
+    g = torch.Generator().manual_seed(0)
+    noise = 0.1 * torch.randn(1, 3, 5, 8, 8, generator=g)
+    video = -torch.ones(1, 3, 5, 8, 8)
+    video[:, :, :, :, 4:] = 0.5  # still: two flat halves
+    # On a still video every bit of flicker is static flicker.
+    torch.testing.assert_close(static_flicker(video + noise, video), temporal_flicker(video + noise, video))
+    # On a video whose left half blinks every frame, only the right half's flicker counts.
+    blinking = video.clone()
+    blinking[:, :, 1::2, :, :4] = 1.0
+    total, still = temporal_flicker(blinking + noise, blinking), static_flicker(blinking + noise, blinking)
+    right_half = temporal_flicker(blinking[..., 4:] + noise[..., 4:], blinking[..., 4:]) / 2  # half the pixels
+    torch.testing.assert_close(still, right_half)
+    assert 0 < still < total
+
+
 def test_decoder_quality_script_compares_the_two_decoders_on_held_out_shapes():
     videos = held_out_shapes(2, frames=4, size=24)
     assert videos.shape == (2, 3, 4, 24, 24) and videos.min() >= -1 and videos.max() <= 1
     fresh = VideoAutoencoder.from_vae(tiny_vae())
     same = compare_decoders(fresh, videos, batch_size=1)
-    for metric in ("psnr", "ssim", "flicker"):  # a fresh temporal decoder is the image decoder
+    for metric in ("psnr", "ssim", "flicker", "flicker_static"):  # a fresh temporal decoder is the image decoder
         assert same["temporal"][metric] == pytest.approx(same["image"][metric], rel=1e-4)
     perturb_temporal(fresh)
     results = compare_decoders(fresh, videos, batch_size=2, chunk_size=2)

@@ -59,3 +59,18 @@ def temporal_flicker(reconstruction: torch.Tensor, target: torch.Tensor) -> torc
     if x.shape[2] < 2:
         raise ValueError(f"temporal flicker needs at least 2 frames, got T={x.shape[2]}")
     return ((x[:, :, 1:] - x[:, :, :-1]) - (y[:, :, 1:] - y[:, :, :-1])).abs().mean(dim=(1, 2, 3, 4))
+
+
+def static_flicker(reconstruction: torch.Tensor, target: torch.Tensor, *, threshold: float = 0.02) -> torch.Tensor:
+    """The part of `temporal_flicker` (B,) that comes from pixels the video does not change between two frames
+    (every channel's |x[t+1] - x[t]| <= `threshold` on the [0, 1] scale): summed there, divided by all elements.
+
+    An image decoder can flicker where nothing moves -- its global attention sees the moving object -- and a
+    temporal decoder should remove that part first; the rest (flicker - static) sits where the video changes.
+    """
+    x, y = _unit(reconstruction), _unit(target)
+    if x.shape[2] < 2:
+        raise ValueError(f"temporal flicker needs at least 2 frames, got T={x.shape[2]}")
+    error = ((x[:, :, 1:] - x[:, :, :-1]) - (y[:, :, 1:] - y[:, :, :-1])).abs()
+    still = ((y[:, :, 1:] - y[:, :, :-1]).abs().amax(dim=1, keepdim=True) <= threshold).expand_as(error)
+    return (error * still).mean(dim=(1, 2, 3, 4))
