@@ -213,3 +213,7 @@ def test_same_seed_same_noise_in_any_dtype(sd_folder: Path) -> None:
     double = pipe.prepare_latents(1, num_frames=4, height=16, width=16, generator=torch.Generator().manual_seed(0))
     assert double.dtype == torch.float64
     torch.testing.assert_close(double.float(), full, atol=0, rtol=0)
+    pipe.to(dtype=torch.bfloat16)  # bf16 weights: the latents (and the scheduler's arithmetic) stay float32
+    low = pipe.prepare_latents(1, num_frames=4, height=16, width=16, generator=torch.Generator().manual_seed(0))
+    assert low.dtype == torch.float32
+    torch.testing.assert_close(low, full, atol=0, rtol=0)

@@ -117,6 +117,11 @@ class VideoLDMPipeline:
     def dtype(self) -> torch.dtype:
         return self.unet.dtype
 
+    @property
+    def latents_dtype(self) -> torch.dtype:
+        """The dtype of the latents and the scheduler's arithmetic: the weights' dtype, at least float32."""
+        return torch.promote_types(self.dtype, torch.float32)
+
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> VideoLDMPipeline:
         """Move (and cast) every model; returns self."""
         # dtype only when given: diffusers' ModelMixin.to warns whenever a dtype keyword is present
@@ -221,15 +226,15 @@ class VideoLDMPipeline:
         """Initial noise (B, c, T, h, w), h = height / vae_scale_factor, drawn from `generator` and scaled by
         `init_noise_sigma`. Drawn in float32 (on the generator's device): a seed gives the same noise on any
         device and in any dtype (torch draws float16 normals on CPU with other numbers than float32). The latents
-        stay float32 whatever the weights' dtype: the scheduler's updates are small differences that bf16/fp16
-        latents would round away (the UNet gets its input in its own dtype, see `_denoise`)."""
+        are at least float32 whatever the weights' dtype (float64 weights: float64): the scheduler's updates are
+        small differences that bf16/fp16 latents would round away (the UNet gets them in its dtype, `_denoise`)."""
         factor = self.vae_scale_factor
         shape = (batch_size, self.geometry.latent_channels, num_frames, height // factor, width // factor)
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=self.device, dtype=torch.float32)
         elif tuple(latents.shape) != shape:
             raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
-        return latents.to(self.device, torch.float32) * self.scheduler.init_noise_sigma
+        return latents.to(self.device, self.latents_dtype) * self.scheduler.init_noise_sigma
 
     @torch.no_grad()
     def decode_latents(
@@ -254,8 +259,8 @@ class VideoLDMPipeline:
     def _denoise(
         self, sample: torch.Tensor, timestep: torch.Tensor, *, image_only: bool, **kwargs: Any
     ) -> torch.Tensor:
-        """The UNet in its dtype; the prediction back in float32, the latents' dtype."""
-        return self.unet(sample.to(self.dtype), timestep, **kwargs, image_only=image_only).sample.float()
+        """The UNet in its dtype; the prediction back in the latents' dtype."""
+        return self.unet(sample.to(self.dtype), timestep, **kwargs, image_only=image_only).sample.to(sample.dtype)
 
     def _step_kwargs(self, generator: torch.Generator | list[torch.Generator] | None) -> dict[str, Any]:
         """Pass the generator to schedulers whose step draws noise (as diffusers' prepare_extra_step_kwargs)."""
