@@ -20,7 +20,7 @@ def render(caption: str, seed: int) -> torch.Tensor:
 def test_all_48_clean_renders_are_read_correctly():
     scores = score_videos((caption, render(caption, seed)) for seed, caption in enumerate(all_captions()))
     assert scores["videos"] == 48
-    for key in ("colour_correct", "shape_correct", "direction_correct", "all_correct", "consistent"):
+    for key in ("colour_correct", "shape_correct", "direction_correct", "all_correct", "consistent", "identity"):
         assert scores[key] == 1.0, key
     assert scores["smoothness"] < 0.15  # constant speed: the centroid's second difference is ~0
 
@@ -29,7 +29,7 @@ def test_all_48_mp4_round_trips_are_read_correctly(tmp_path):
     folder = write_shapes_dataset(tmp_path, videos=48, seed=11)
     rows = [line.split(",", 1) for line in (folder / "captions.csv").read_text().splitlines()[1:]]
     scores = score_videos((caption, read_video(folder / path)[0]) for path, caption in rows)
-    for key in ("colour_correct", "shape_correct", "direction_correct", "all_correct", "consistent"):
+    for key in ("colour_correct", "shape_correct", "direction_correct", "all_correct", "consistent", "identity"):
         assert scores[key] == 1.0, key
     assert scores["smoothness"] < 0.2
 
@@ -49,6 +49,24 @@ def test_reversed_video_moves_the_other_way():
         result = analyse_video(render(caption, 0).flip(1))
         assert result.direction == opposite
         assert result.consistent
+
+
+def test_identity_needs_a_track_not_only_the_same_colour_and_shape():
+    """The same red circle drawn at an unrelated place in every frame (what a frame-by-frame image model does) is
+    consistent in colour and shape but not one tracked object; the moving original is both."""
+    caption = "a red circle moving right"
+    moving = analyse_video(render(caption, 0))
+    assert moving.consistent and moving.tracked and moving.identity
+    # frame t of clip t: 8 clips with other start positions, one frame each
+    clips = [render(caption, seed) for seed in range(8)]
+    jumping = analyse_video(torch.stack([clips[t][:, t] for t in range(8)], dim=1))
+    assert jumping.consistent and not jumping.tracked and not jumping.identity
+    # a still object is tracked (it overlaps itself); one frame without the object breaks the track
+    still = analyse_video(render(caption, 0)[:, :1].repeat(1, 6, 1, 1))
+    assert still.tracked
+    gap = render(caption, 0)[:, :6].clone()
+    gap[:, 3] = gap[:, 3, :1, :1]  # frame 3: only the background colour
+    assert not analyse_video(gap).tracked
 
 
 def test_static_and_empty_videos():

@@ -10,6 +10,7 @@ dominant axis of a linear fit to the centroid track. `score_videos` compares all
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from collections.abc import Iterable
@@ -70,7 +71,14 @@ class VideoAnalysis:
     direction: str | None
     velocity: tuple[float, float]
     consistent: bool
+    tracked: bool
     smoothness: float
+
+    @property
+    def identity(self) -> bool:
+        """One object throughout: consistent (same colour and shape in every frame) and tracked (it moves, it is
+        not drawn anew elsewhere in each frame)."""
+        return self.consistent and self.tracked
 
     @property
     def caption(self) -> str | None:
@@ -190,6 +198,18 @@ def _direction(centroids: list[tuple[float, float] | None]) -> tuple[str | None,
     return ("down" if vy > 0 else "up"), (vx, vy)
 
 
+def _tracked(frames: list[FrameAnalysis | None]) -> bool:
+    """An object in every frame, and between consecutive frames its centroid moves less than its radius
+    (sqrt(area / pi), the smaller of the two): the two silhouettes overlap, so a tracker would call it the same
+    object. A frame-by-frame image model draws the object anew at a random place in each frame instead."""
+    if any(f is None for f in frames):
+        return False
+    return all(
+        math.dist(a.centroid, b.centroid) < math.sqrt(min(a.area, b.area) / math.pi)
+        for a, b in itertools.pairwise(frames)
+    )
+
+
 def _smoothness(centroids: list[tuple[float, float] | None]) -> float:
     second = [
         math.dist((a[0] - 2 * b[0] + c[0], a[1] - 2 * b[1] + c[1]), (0.0, 0.0))
@@ -223,14 +243,15 @@ def analyse_video(video: torch.Tensor) -> VideoAnalysis:
         direction=direction,
         velocity=velocity,
         consistent=all(f is not None for f in frames) and len(set(colours)) == 1 and len(set(shapes)) == 1,
+        tracked=_tracked(frames),
         smoothness=_smoothness(centroids),
     )
 
 
 def score_videos(samples: Iterable[tuple[str, torch.Tensor]]) -> dict[str, float]:
     """(caption, video (C, T, H, W) in [-1, 1]) pairs -> fractions of videos whose colour / shape / direction
-    match the caption (`all_correct`: all three), fraction `consistent`, mean `smoothness` (px/frame^2, over the
-    videos where it is defined) and the count `videos`."""
+    match the caption (`all_correct`: all three), fractions `consistent` and `identity`, mean `smoothness`
+    (px/frame^2, over the videos where it is defined) and the count `videos`."""
     rows = []
     for caption, video in samples:
         colour, shape, direction = parse_caption(caption)
@@ -242,6 +263,7 @@ def score_videos(samples: Iterable[tuple[str, torch.Tensor]]) -> dict[str, float
                 "direction_correct": result.direction == direction,
                 "all_correct": (result.colour, result.shape, result.direction) == (colour, shape, direction),
                 "consistent": result.consistent,
+                "identity": result.identity,
                 "smoothness": result.smoothness,
             }
         )

@@ -28,6 +28,7 @@ COLUMNS = {
     "direction_correct": "direction correct",
     "all_correct": "all correct",
     "consistent": "consistent",
+    "identity": "identity",
     "smoothness": "smoothness (px/frame²)",
     "videos": "videos",
 }
@@ -104,9 +105,11 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += [
         "",
         "Fractions of videos. *consistent*: an object in every frame, with the same colour and the same shape in "
-        "all of them. *direction*: the dominant axis of a linear fit to the centroid track (slower than 0.25 "
-        "px/frame counts as static, hence wrong). *smoothness*: the mean norm of the centroid's second difference "
-        "(0 for constant-speed motion; lower is smoother).",
+        "all of them. *identity*: consistent, and the object tracked from frame to frame (its centroid moves "
+        "less than its radius between consecutive frames, so the silhouettes overlap: the same object moving, not a "
+        "new one drawn elsewhere). *direction*: the dominant axis of a linear fit to the centroid track (slower "
+        "than 0.25 px/frame counts as static, hence wrong). *smoothness*: the mean norm of the centroid's second "
+        "difference (0 for constant-speed motion; lower is smoother).",
         "",
         "## Targets",
         "",
