@@ -214,7 +214,7 @@ class TemporalAttention(nn.Module):
 
 # Attention over a few frames per token is a huge batch of tiny problems. PyTorch's CPU SDPA kernels in bf16/fp16
 # ran such batches 1.6-3x slower than two batched matmuls and a softmax (T = 4-16, 8 heads of 40 or 80 channels;
-# `benchmarks/results/ceiling.md`); in fp32 and on GPUs SDPA is as fast or faster, so only that case is routed.
+# docs/benchmarks.md, "bf16"); in fp32 and on GPUs SDPA is as fast or faster, so only that case is routed.
 SHORT_SEQUENCE = 16
 
 
