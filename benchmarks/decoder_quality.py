@@ -116,7 +116,9 @@ def main(argv: list[str] | None = None) -> Path:
     results = compare_decoders(video_ae, videos, chunk_size=args.chunk_size)
     info = machine_info()
     header = machine_header(info, load_before=info["load_1min"], load_after=info["load_1min"])
-    return write_atomic(args.output, report(results, model=args.model, videos=described, header=header))
+    shown = args.model.resolve()
+    shown = shown.relative_to(Path.cwd()) if shown.is_relative_to(Path.cwd()) else shown  # no home paths in results
+    return write_atomic(args.output, report(results, model=shown, videos=described, header=header))
 
 
 if __name__ == "__main__":
