@@ -49,7 +49,8 @@ def count_flops(fn: Callable[[], Any]) -> int:
     return counter.get_total_flops()
 
 
-PRECISIONS = ("fp32", "bf16", "bf16 weights")
+# Each precision of the forwards and the matmul ceiling it is measured against.
+PRECISIONS = {"fp32": "fp32", "bf16": "bf16", "bf16 weights": "bf16"}
 
 
 def _autocast(precision: str) -> contextlib.AbstractContextManager:
@@ -117,7 +118,7 @@ def measure(
     # Without native bf16 only a small matmul is timed (a 3072^3 one would take minutes).
     ceilings["bf16"] = matmul_gflops(torch.bfloat16, sizes=matmul_sizes if native else (256,), repeats=2)
     ceilings["bf16_native"] = float(native)
-    precisions = PRECISIONS if native else ("fp32",)
+    precisions = tuple(PRECISIONS) if native else ("fp32",)
     rows = []
     for model, forward in unet_forwards(unet_config, frames=frames, latent=latent).items():
         flops = count_flops(lambda forward=forward: forward("fp32"))
@@ -131,8 +132,8 @@ def measure(
                     "gflop": flops / 1e9,
                     "forward_s": seconds,
                     "gflops_per_s": achieved,
-                    "ceiling_gflops_per_s": ceilings[precision[:4]],
-                    "fraction_of_ceiling": achieved / ceilings[precision[:4]],
+                    "ceiling_gflops_per_s": ceilings[PRECISIONS[precision]],
+                    "fraction_of_ceiling": achieved / ceilings[PRECISIONS[precision]],
                 }
             )
     return ceilings, rows

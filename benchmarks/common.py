@@ -201,6 +201,15 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, fl
     return "\n".join(lines)
 
 
+def shown_path(path: Path) -> Path:
+    """The path relative to the working directory where it lies under it (results files name repo paths, not
+    this machine's absolute ones)."""
+    try:
+        return path.resolve().relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
 def write_atomic(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

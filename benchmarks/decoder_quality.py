@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import RESULTS, machine_header, machine_info, markdown_table, write_atomic
+from benchmarks.common import RESULTS, machine_header, machine_info, markdown_table, shown_path, write_atomic
 from videoldm.autoencoder import VideoAutoencoder
 from videoldm.autoencoder.metrics import psnr, ssim, static_flicker, temporal_flicker
 
@@ -116,9 +116,8 @@ def main(argv: list[str] | None = None) -> Path:
     results = compare_decoders(video_ae, videos, chunk_size=args.chunk_size)
     info = machine_info()
     header = machine_header(info, load_before=info["load_1min"], load_after=info["load_1min"])
-    shown = args.model.resolve()
-    shown = shown.relative_to(Path.cwd()) if shown.is_relative_to(Path.cwd()) else shown  # no home paths in results
-    return write_atomic(args.output, report(results, model=shown, videos=described, header=header))
+    model = shown_path(args.model)
+    return write_atomic(args.output, report(results, model=model, videos=described, header=header))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import RESULTS, markdown_table, write_atomic
+from benchmarks.common import RESULTS, markdown_table, shown_path, write_atomic
 from videoldm import VideoLDMPipeline
 from videoldm.assets import shipped_model_dir
 from videoldm.data.shapes import COLOURS, DIRECTIONS, SHAPES, parse_caption
@@ -79,7 +79,7 @@ def sensitivity(
 
 def run(model: Path, *, num_frames: int = 16, out_dir: Path = RESULTS) -> list[dict[str, object]]:
     pipe = VideoLDMPipeline.from_pretrained(model)
-    model = _shown(model)
+    model = shown_path(model)
     rows = []
     for mode, image_only in (("aligned", False), ("image-only", True)):
         rows.append({"mode": mode, **sensitivity(pipe, num_frames=num_frames, image_only=image_only)})
@@ -103,14 +103,6 @@ def run(model: Path, *, num_frames: int = 16, out_dir: Path = RESULTS) -> list[d
     )
     write_atomic(out_dir / "prompt_sensitivity.md", text)
     return rows
-
-
-def _shown(path: Path) -> Path:
-    """The path relative to the working directory where it lies under it (results files name repo paths)."""
-    try:
-        return path.resolve().relative_to(Path.cwd())
-    except ValueError:
-        return path
 
 
 def main(argv: list[str] | None = None) -> None:

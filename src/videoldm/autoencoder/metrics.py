@@ -55,10 +55,8 @@ def temporal_flicker(reconstruction: torch.Tensor, target: torch.Tensor) -> torc
     0 when the reconstruction changes from frame to frame exactly as the video does (a constant per-video
     error, such as a colour shift, does not count); needs T >= 2.
     """
-    x, y = _unit(reconstruction), _unit(target)
-    if x.shape[2] < 2:
-        raise ValueError(f"temporal flicker needs at least 2 frames, got T={x.shape[2]}")
-    return ((x[:, :, 1:] - x[:, :, :-1]) - (y[:, :, 1:] - y[:, :, :-1])).abs().mean(dim=(1, 2, 3, 4))
+    error, _ = _flicker_error(reconstruction, target)
+    return error.mean(dim=(1, 2, 3, 4))
 
 
 def static_flicker(reconstruction: torch.Tensor, target: torch.Tensor, *, threshold: float = 0.02) -> torch.Tensor:
@@ -68,9 +66,15 @@ def static_flicker(reconstruction: torch.Tensor, target: torch.Tensor, *, thresh
     An image decoder can flicker where nothing moves -- its global attention sees the moving object -- and a
     temporal decoder should remove that part first; the rest (flicker - static) sits where the video changes.
     """
+    error, target_diff = _flicker_error(reconstruction, target)
+    still = (target_diff.abs().amax(dim=1, keepdim=True) <= threshold).expand_as(error)
+    return (error * still).mean(dim=(1, 2, 3, 4))
+
+
+def _flicker_error(reconstruction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """|reconstructed - true frame differences| and the true frame differences, (B, C, T-1, H, W), [0, 1] scale."""
     x, y = _unit(reconstruction), _unit(target)
     if x.shape[2] < 2:
         raise ValueError(f"temporal flicker needs at least 2 frames, got T={x.shape[2]}")
-    error = ((x[:, :, 1:] - x[:, :, :-1]) - (y[:, :, 1:] - y[:, :, :-1])).abs()
-    still = ((y[:, :, 1:] - y[:, :, :-1]).abs().amax(dim=1, keepdim=True) <= threshold).expand_as(error)
-    return (error * still).mean(dim=(1, 2, 3, 4))
+    target_diff = y.diff(dim=2)
+    return (x.diff(dim=2) - target_diff).abs(), target_diff

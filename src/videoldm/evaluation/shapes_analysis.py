@@ -248,25 +248,26 @@ def analyse_video(video: torch.Tensor) -> VideoAnalysis:
     )
 
 
+def match_caption(caption: str, result: VideoAnalysis) -> dict[str, bool | float]:
+    """What of `caption` a video's analysis shows: colour / shape / direction / all correct, consistent,
+    identity (bools) and the video's smoothness."""
+    colour, shape, direction = parse_caption(caption)
+    return {
+        "colour_correct": result.colour == colour,
+        "shape_correct": result.shape == shape,
+        "direction_correct": result.direction == direction,
+        "all_correct": (result.colour, result.shape, result.direction) == (colour, shape, direction),
+        "consistent": result.consistent,
+        "identity": result.identity,
+        "smoothness": result.smoothness,
+    }
+
+
 def score_videos(samples: Iterable[tuple[str, torch.Tensor]]) -> dict[str, float]:
     """(caption, video (C, T, H, W) in [-1, 1]) pairs -> fractions of videos whose colour / shape / direction
     match the caption (`all_correct`: all three), fractions `consistent` and `identity`, mean `smoothness`
     (px/frame^2, over the videos where it is defined) and the count `videos`."""
-    rows = []
-    for caption, video in samples:
-        colour, shape, direction = parse_caption(caption)
-        result = analyse_video(video)
-        rows.append(
-            {
-                "colour_correct": result.colour == colour,
-                "shape_correct": result.shape == shape,
-                "direction_correct": result.direction == direction,
-                "all_correct": (result.colour, result.shape, result.direction) == (colour, shape, direction),
-                "consistent": result.consistent,
-                "identity": result.identity,
-                "smoothness": result.smoothness,
-            }
-        )
+    rows = [match_caption(caption, analyse_video(video)) for caption, video in samples]
     if not rows:
         raise ValueError("score_videos needs at least one (caption, video) pair")
     scores = {key: float(np.mean([r[key] for r in rows])) for key in rows[0] if key != "smoothness"}

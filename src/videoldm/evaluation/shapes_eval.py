@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from videoldm.data.shapes import COLOURS, DIRECTIONS, SHAPES, all_captions, parse_caption
-from videoldm.evaluation.shapes_analysis import analyse_video
+from videoldm.evaluation.shapes_analysis import analyse_video, match_caption
 
 MODES = ("aligned", "image-only")
 FRACTIONS = ("colour_correct", "shape_correct", "direction_correct", "all_correct", "consistent", "identity")
@@ -126,18 +126,11 @@ def generate_videos(
 
 def score_video(caption: str, video: torch.Tensor) -> dict[str, Any]:
     """A caption and a video (3, T, H, W) in [-1, 1] -> what was found and whether it matches the caption."""
-    colour, shape, direction = parse_caption(caption)
     found = analyse_video(video)
     return {
         "caption": caption,
         "found": {"colour": found.colour, "shape": found.shape, "direction": found.direction},
-        "colour_correct": found.colour == colour,
-        "shape_correct": found.shape == shape,
-        "direction_correct": found.direction == direction,
-        "all_correct": (found.colour, found.shape, found.direction) == (colour, shape, direction),
-        "consistent": found.consistent,
-        "identity": found.identity,
-        "smoothness": found.smoothness,
+        **match_caption(caption, found),
     }
 
 
