@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from videoldm.temporal import layers
 from videoldm.temporal.layers import AlphaBlender, TemporalAttention, _matmul_attention, frames_to_video
 
 
@@ -69,3 +70,25 @@ def test_bf16_temporal_attention_on_cpu_stays_close_to_float32():
     low = attention.to(torch.bfloat16)(x.bfloat16()).float()
     # bf16 keeps 8 bits of mantissa: ~1% relative error is what its rounding gives.
     assert (low - reference).norm() / reference.norm() < 0.02
+
+
+def test_short_self_attention_on_cpu_skips_sdpa_but_long_uses_it(monkeypatch):
+    """<= SHORT_SEQUENCE frames on a CPU run the matmul path (faster there, in every dtype); longer ones SDPA."""
+    torch.manual_seed(0)
+    attention = TemporalAttention(dim=32, num_heads=4)
+    short, long = torch.randn(16, 8, 32), torch.randn(4, 40, 32)
+    monkeypatch.setattr(layers, "SHORT_SEQUENCE", 0)
+    expected = attention(short)  # through SDPA
+    monkeypatch.undo()
+    calls = []
+
+    def counting_sdpa(*args, **kwargs):
+        calls.append(args[0].shape[-2])
+        return sdpa(*args, **kwargs)
+
+    sdpa = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", counting_sdpa)
+    torch.testing.assert_close(attention(short), expected)
+    assert calls == []
+    attention(long)
+    assert calls == [40]

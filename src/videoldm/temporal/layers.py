@@ -195,7 +195,7 @@ class TemporalAttention(nn.Module):
     def _self(self, x: torch.Tensor, attn_bias: torch.Tensor | None) -> torch.Tensor:
         q, k, v = self._heads(self.to_q(x)), self._heads(self.to_k(x)), self._heads(self.to_v(x))
         mask = None if attn_bias is None else attn_bias.to(q.dtype)
-        if _short_low_precision_cpu(q):
+        if _short_on_cpu(q):
             return self._merge(_matmul_attention(q, k, v, mask))
         return self._merge(F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
 
@@ -212,14 +212,14 @@ class TemporalAttention(nn.Module):
         return out.transpose(1, 2).reshape(n, length, heads * head_dim)
 
 
-# Attention over a few frames per token is a huge batch of tiny problems. PyTorch's CPU SDPA kernels in bf16/fp16
-# ran such batches 1.6-3x slower than two batched matmuls and a softmax (T = 4-16, 8 heads of 40 or 80 channels;
-# docs/benchmarks.md, "bf16"); in fp32 and on GPUs SDPA is as fast or faster, so only that case is routed.
+# Attention over a few frames per token is a huge batch of tiny problems. PyTorch's CPU SDPA kernels ran such
+# batches 1.6-3x slower in bf16/fp16 and ~2x slower in fp32 than two batched matmuls and a softmax (T = 8, 8 heads
+# of 40-160 channels; docs/benchmarks.md); on GPUs SDPA stays.
 SHORT_SEQUENCE = 16
 
 
-def _short_low_precision_cpu(q: torch.Tensor) -> bool:
-    return q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16) and q.shape[-2] <= SHORT_SEQUENCE
+def _short_on_cpu(q: torch.Tensor) -> bool:
+    return q.device.type == "cpu" and q.shape[-2] <= SHORT_SEQUENCE
 
 
 def _matmul_attention(
