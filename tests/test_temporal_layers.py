@@ -81,12 +81,12 @@ def test_short_self_attention_on_cpu_skips_sdpa_but_long_uses_it(monkeypatch):
     expected = attention(short)  # through SDPA
     monkeypatch.undo()
     calls = []
+    sdpa = F.scaled_dot_product_attention
 
     def counting_sdpa(*args, **kwargs):
         calls.append(args[0].shape[-2])
         return sdpa(*args, **kwargs)
 
-    sdpa = F.scaled_dot_product_attention
     monkeypatch.setattr(F, "scaled_dot_product_attention", counting_sdpa)
     torch.testing.assert_close(attention(short), expected)
     assert calls == []
