@@ -11,8 +11,8 @@ import yaml
 from diffusers import DDPMScheduler
 from torch import nn
 
-from videoldm.training.config import ConfigError, load_config
-from videoldm.training.stages import DiffusionLoss, Stage, noise_scheduler_config
+from videoldm.training.config import ConfigError
+from videoldm.training.stages import DiffusionLoss, DiffusionStage, load_config, noise_scheduler_config
 
 
 class Affine(nn.Module):
@@ -79,7 +79,7 @@ def test_unknown_weighting_is_an_error():
 
 
 def test_timestep_range_bounds_the_drawn_diffusion_times(tmp_path):
-    stage = Stage(load_config(config_file(tmp_path, timestep_range=[600, 999])))
+    stage = DiffusionStage(load_config(config_file(tmp_path, timestep_range=[600, 999])))
     times = torch.cat(
         [
             stage._diffusion_batch(torch.zeros(64, 4), None, torch.Generator().manual_seed(s))["timesteps"]
@@ -92,7 +92,7 @@ def test_timestep_range_bounds_the_drawn_diffusion_times(tmp_path):
 
 def test_default_range_draws_what_earlier_runs_drew(tmp_path):
     # Configs without timestep_range must reproduce the batches of runs made before the option existed.
-    stage = Stage(load_config(config_file(tmp_path)))
+    stage = DiffusionStage(load_config(config_file(tmp_path)))
     drawn = stage._diffusion_batch(torch.zeros(32, 4), None, torch.Generator().manual_seed(3))["timesteps"]
     g = torch.Generator().manual_seed(3)
     torch.randn((32, 4), generator=g)

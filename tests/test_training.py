@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 
 from videoldm.data.shapes import write_shapes_dataset
 from videoldm.training.checkpoint import latest_checkpoint
-from videoldm.training.config import ConfigError, load_config
+from videoldm.training.config import ConfigError
+from videoldm.training.stages import load_config
 from videoldm.training.trainer import FAULT_ENV, train
 
 TINY_VAE = {

@@ -1,28 +1,39 @@
-"""`videoldm train CONFIG.yaml [--resume]`: one trainer, one YAML config per stage."""
+"""`videoldm train CONFIG [--resume]`: one trainer, one YAML config per stage.
+
+CONFIG is a YAML file or the name of a config shipped in the package (`tiny-shapes/temporal`); a path that
+exists wins. The command prints which file it read.
+"""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import typer
 
 from videoldm.cli.app import app, fail
+from videoldm.training.stages import STAGES
 
 
-@app.command()
+@app.command(help=f"Train one stage ({', '.join(STAGES)}); exports OUTPUT_DIR/model/.")
 def train(
-    config: Path = typer.Argument(..., help="A stage config (YAML); see src/videoldm/configs/."),
+    config: str = typer.Argument(
+        ..., help="A stage config: a YAML file, or a shipped config's name such as tiny-shapes/temporal."
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in output_dir."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Override train.max_steps."),
     max_minutes: float | None = typer.Option(None, "--max-minutes", help="Override train.max_minutes."),
 ) -> None:
-    """Train one stage (autoencoder, image, temporal, decoder); exports OUTPUT_DIR/model/."""
-    from videoldm.training.config import ConfigError, load_config
+    from videoldm.configs import resolve_config
+    from videoldm.training.config import ConfigError
+    from videoldm.training.stages import load_config
 
     try:
-        run = load_config(config)
+        path = resolve_config(config)
+    except FileNotFoundError as err:
+        fail(str(err))
+    typer.echo(f"config: {path}")
+    try:
+        run = load_config(path)
     except ConfigError as err:
-        fail(f"{config}: {err}")
+        fail(f"{path}: {err}")
     if max_steps is not None:
         if max_steps < 1:
             fail(f"--max-steps must be >= 1, got {max_steps}")

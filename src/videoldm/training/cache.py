@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from videoldm.autoencoder.scaling import scale_latents
 from videoldm.training.config import DataConfig, RunConfig
 
 logger = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def encode_latents(vae, pixels: torch.Tensor, *, batch_size: int = 64) -> torch.
     for i in tqdm(range(0, len(frames), batch_size), desc="encoding latents", leave=False):
         x = frames[i : i + batch_size].float() / 127.5 - 1
         out.append(vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mode().float().cpu())
-    latents = torch.cat(out) * vae.config.scaling_factor
+    latents = scale_latents(torch.cat(out), vae.config)
     return latents.reshape(n, t, *latents.shape[1:]).permute(0, 2, 1, 3, 4).half()
 
 

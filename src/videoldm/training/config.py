@@ -1,7 +1,9 @@
 """Training configs: one YAML file per stage, validated before any work.
 
 An unknown key, a wrong type or a missing input path is a `ConfigError` naming the key (e.g. `train.lr`).
-The sections mirror the dataclasses below; `configs/*.yaml` in the package holds the shipped model's configs.
+The sections mirror the dataclasses below; `videoldm/configs/` in the package holds the shipped model's
+configs. `read_config` checks what holds for every stage; `training.stages.load_config` adds the stage's own
+checks (this module knows no stage, so the stages can import it).
 """
 
 from __future__ import annotations
@@ -14,8 +16,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-
-STAGES = ("autoencoder", "image", "temporal", "decoder")
 
 
 class ConfigError(ValueError):
@@ -47,7 +47,7 @@ class ModelConfig:
 
     pretrained: Path | None = None  # a model folder from the previous stage (vae/, unet/, text_encoder/, ...)
     vae: dict[str, Any] | None = None  # AutoencoderKL config for the autoencoder stage
-    unet: dict[str, Any] | None = None  # UNet2DConditionModel config for the image stage
+    unet: dict[str, Any] | None = None  # image stage: a fresh UNet2DConditionModel (else pretrained/unet/ is tuned)
     temporal: dict[str, Any] = field(default_factory=dict)  # TemporalAdapter options for the temporal stage
     temporal_decoder: dict[str, Any] = field(default_factory=dict)  # options for the decoder stage
     text_encoder: str = "builtin:all-MiniLM-L6-v2"  # or a local folder with a transformers model + tokenizer
@@ -101,7 +101,7 @@ class TrainConfig:
 
 @dataclass
 class RunConfig:
-    stage: Literal["autoencoder", "image", "temporal", "decoder"]
+    stage: str  # a name in `training.stages.STAGES`, checked there
     output_dir: Path
     data: DataConfig
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -112,8 +112,9 @@ class RunConfig:
         return _plain(dataclasses.asdict(self))
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read and validate a YAML config; relative paths are resolved against the working directory."""
+def read_config(path: str | Path) -> RunConfig:
+    """Read a YAML config and run the checks every stage shares; relative paths resolve against the working
+    directory. Use `training.stages.load_config`, which also checks the stage."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
@@ -138,11 +139,6 @@ def _check(config: RunConfig) -> None:
         raise ConfigError(f"model.pretrained: folder {config.model.pretrained} does not exist")
     if config.optim.lpips_weights is not None and not config.optim.lpips_weights.is_file():
         raise ConfigError(f"optim.lpips_weights: file {config.optim.lpips_weights} does not exist")
-    needs = {"autoencoder": "vae", "image": "unet"}
-    if config.stage in needs and getattr(config.model, needs[config.stage]) is None:
-        raise ConfigError(f"model.{needs[config.stage]}: required for stage {config.stage!r}")
-    if config.stage in ("image", "temporal", "decoder") and config.model.pretrained is None:
-        raise ConfigError(f"model.pretrained: required for stage {config.stage!r} (the previous stage's model folder)")
     if config.data.num_frames > config.data.cache_frames:
         raise ConfigError(
             f"data.num_frames ({config.data.num_frames}) exceeds data.cache_frames ({config.data.cache_frames})"

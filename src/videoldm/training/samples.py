@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from diffusers import DDIMScheduler
 
 from videoldm.io import write_image_grid, write_video
 from videoldm.training import batches as B
@@ -58,7 +57,7 @@ def write_samples(stage, cache: VideoCache, step: int, directory: Path, device: 
         unet=video_unet,
         vae=stage.vae,
         text_encoder=CachedTextEncoder(cache),
-        scheduler=DDIMScheduler.from_config(stage.noise_scheduler_config()),
+        scheduler=stage.sampling_scheduler(),
     )
     pipe.set_progress_bar_config(disable=True)
     frames = pipe(

@@ -61,8 +61,8 @@ class Trainer:
             "constant_with_warmup", self.optimizer, num_warmup_steps=opt.warmup_steps
         )  # stepped once per optimiser step by us, not by accelerate (it would step once per process)
         self.ema = EMAModel(self.params, decay=config.train.ema_decay) if config.train.ema_decay else None
-        # An adversary (the decoder stage's video discriminator) gets its own optimiser.
-        self.adversary = getattr(self.stage, "discriminator", None)
+        # An adversary (the decoder stage's video discriminator) gets its own optimiser (Stage.adversary).
+        self.adversary = self.stage.adversary
         self.adversary_optimizer = None
         if self.adversary is not None and self.accelerator.num_processes > 1:
             # The discriminator is not wrapped for DDP: ranks would train different adversaries.
@@ -160,8 +160,7 @@ class Trainer:
         cfg = self.config.train
         rank = self.accelerator.process_index
         total = 0.0
-        if hasattr(self.stage.module, "step"):
-            self.stage.module.step = self.step
+        self.stage.begin_step(self.step)
         for micro in range(cfg.gradient_accumulation_steps):
             batch = self.stage.batch(cache, step_generator(cfg.seed, self.step, micro, rank))
             batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}

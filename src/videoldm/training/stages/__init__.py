@@ -1,0 +1,58 @@
+"""The training stages: what is trained, on which batches, with which loss, and what is exported.
+
+`STAGES` is the one registry of stage names: config validation (`load_config`), the trainer (`build_stage`)
+and `videoldm train`'s help all read it. Adding a stage is one module holding a `Stage` subclass (see
+`base.Stage` for the protocol; `diffusion.DiffusionStage` for a denoiser's) and one line below.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from videoldm.training.config import ConfigError, RunConfig, read_config
+from videoldm.training.stages.autoencoder import AutoencoderStage
+from videoldm.training.stages.base import Stage
+from videoldm.training.stages.decoder import DecoderStage
+from videoldm.training.stages.diffusion import DiffusionLoss, DiffusionStage, noise_scheduler_config
+from videoldm.training.stages.image import ImageStage
+from videoldm.training.stages.temporal import TemporalStage
+
+STAGES: dict[str, type[Stage]] = {
+    "autoencoder": AutoencoderStage,
+    "image": ImageStage,
+    "temporal": TemporalStage,
+    "decoder": DecoderStage,
+}
+
+
+def stage_class(config: RunConfig) -> type[Stage]:
+    """The class of `config.stage`; a ConfigError naming `stage` and the known names when there is none."""
+    if config.stage not in STAGES:
+        raise ConfigError(f"stage: expected one of {list(STAGES)}, got {config.stage!r}")
+    return STAGES[config.stage]
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a YAML config and validate it, including what its stage needs, before any work is done."""
+    config = read_config(path)
+    stage_class(config).check_config(config)
+    return config
+
+
+def build_stage(config: RunConfig) -> Stage:
+    """The stage of a validated config (its models built or loaded)."""
+    cls = stage_class(config)
+    cls.check_config(config)  # cheap; holds for configs built in code, not read by load_config
+    return cls(config)
+
+
+__all__ = [
+    "STAGES",
+    "DiffusionLoss",
+    "DiffusionStage",
+    "Stage",
+    "build_stage",
+    "load_config",
+    "noise_scheduler_config",
+    "stage_class",
+]

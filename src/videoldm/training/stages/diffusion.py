@@ -1,0 +1,119 @@
+"""What every diffusion stage shares: the noise schedule, the diffusion loss and the model folder's conditioning.
+
+The noise schedule is built here and nowhere else: `noise_scheduler_config` gives Stable Diffusion's scaled
+linear betas; the DDPM scheduler that noises training batches and the DDIM scheduler that the exported
+`scheduler/` holds (and that training samples use) are both made from it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMScheduler
+from torch import nn
+
+from videoldm import layout
+from videoldm.loading import write_builtin_marker
+from videoldm.text import MINILM
+from videoldm.training.config import RunConfig
+from videoldm.training.stages.base import BUILTIN_PREFIX, Stage
+from videoldm.video_unet import VideoUNet
+
+
+def noise_scheduler_config(config: RunConfig) -> dict[str, Any]:
+    """Stable Diffusion's noise schedule (scaled linear betas), as a diffusers scheduler config."""
+    return {
+        "num_train_timesteps": config.model.num_train_timesteps,
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "prediction_type": config.model.prediction_type,
+        "clip_sample": False,
+        "steps_offset": 1,
+    }
+
+
+class DiffusionLoss(nn.Module):
+    """The image LDM objective for any latent rank: (B, c, h, w) frames or (B, c, T, h, w) clips.
+
+    One diffusion time per sample -- per clip for videos, never per frame (PAPER.md sections 2 and 9).
+    `weighting="edm"` weights each sample's loss so that it equals the v-objective (x0 error x (1 + SNR)):
+    eps-MSE / alpha_bar(t) for an eps model, the plain MSE for a v model (see `TrainConfig.loss_weighting`).
+    """
+
+    def __init__(self, model: nn.Module, scheduler: DDPMScheduler, *, weighting: str = "epsilon") -> None:
+        super().__init__()
+        if weighting not in ("epsilon", "edm"):
+            raise ValueError(f"weighting must be 'epsilon' or 'edm', got {weighting!r}")
+        self.model = model
+        self.scheduler = scheduler
+        self.weighting = weighting
+
+    def forward(
+        self, latents: torch.Tensor, text: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, **kwargs: Any
+    ) -> torch.Tensor:
+        noisy = self.scheduler.add_noise(latents, noise, timesteps)
+        pred = self.model(noisy, timesteps, encoder_hidden_states=text, **kwargs).sample
+        if self.scheduler.config.prediction_type == "v_prediction":
+            target = self.scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+        if self.weighting == "epsilon" or self.scheduler.config.prediction_type == "v_prediction":
+            return F.mse_loss(pred.float(), target.float())
+        per_sample = (pred.float() - target.float()).pow(2).flatten(1).mean(dim=1)
+        alpha_bar = self.scheduler.alphas_cumprod.to(per_sample.device)[timesteps]
+        return (per_sample / alpha_bar).mean()
+
+
+class DiffusionStage(Stage):
+    """A stage that trains a denoiser on cached latents and caption embeddings and exports a model folder
+    that `VideoLDMPipeline` samples from: the trained parts plus vae/, text_encoder/, tokenizer/, scheduler/."""
+
+    needs_latents = True
+    needs_text = True
+
+    def noise_scheduler(self) -> DDPMScheduler:
+        """The training noise schedule."""
+        return DDPMScheduler(**noise_scheduler_config(self.config))
+
+    def sampling_scheduler(self) -> DDIMScheduler:
+        """The sampler of the exported folder's scheduler/ (and of the training samples)."""
+        return DDIMScheduler(**noise_scheduler_config(self.config), set_alpha_to_one=False)
+
+    def sampling_unet(self) -> tuple[VideoUNet, bool]:
+        """The VideoUNet to sample with and whether to run it image-only (image stage: independent frames)."""
+        raise NotImplementedError
+
+    def _diffusion_loss(self, model: nn.Module) -> DiffusionLoss:
+        return DiffusionLoss(model, self.noise_scheduler(), weighting=self.config.train.loss_weighting)
+
+    def _diffusion_batch(self, latents: torch.Tensor, text: torch.Tensor, g: torch.Generator) -> dict:
+        """latents (B, c, h, w) or (B, c, T, h, w) -> the DiffusionLoss inputs: noise like the latents and one
+        diffusion time per sample, drawn from `train.timestep_range` (default: all of them)."""
+        first, last = self.config.train.timestep_range or (0, self.config.model.num_train_timesteps - 1)
+        return {
+            "latents": latents,
+            "text": text,
+            "noise": torch.randn(latents.shape, generator=g),
+            "timesteps": torch.randint(first, last + 1, (latents.shape[0],), generator=g),
+        }
+
+    def _write_conditioning(self, directory: Path) -> None:
+        """vae/, text_encoder/, tokenizer/ and scheduler/ beside the trained parts of a model folder."""
+        assert self.vae is not None
+        self.vae.save_pretrained(directory / layout.VAE)
+        pretrained = self.config.model.pretrained
+        spec = self.config.model.text_encoder
+        if pretrained is not None and (pretrained / layout.TEXT_ENCODER).is_dir():
+            for sub in (layout.TEXT_ENCODER, layout.TOKENIZER):
+                shutil.copytree(pretrained / sub, directory / sub)
+        elif spec.startswith(BUILTIN_PREFIX):
+            name = spec.removeprefix(BUILTIN_PREFIX) or MINILM
+            write_builtin_marker(directory, {"builtin": name, "max_length": self.config.model.text_max_length})
+        else:
+            self.get_text_encoder().save_pretrained(directory / layout.TEXT_ENCODER, directory / layout.TOKENIZER)
+        self.sampling_scheduler().save_pretrained(directory / layout.SCHEDULER)
