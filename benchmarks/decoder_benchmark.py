@@ -1,6 +1,6 @@
 """Decode time and peak memory of the temporal decoder for 16, 64 and 256 frames at 64 x 64.
 
-The autoencoder is the shipped tiny-shapes one (configs/tiny-shapes/autoencoder.yaml: 64 x 64 frames ->
+The autoencoder is the shipped tiny-shapes one (config tiny-shapes/autoencoder: 64 x 64 frames ->
 4 x 16 x 16 latents) with random weights -- time and memory do not depend on the values -- plus a temporal
 decoder with the default options. Each setting runs in a fresh subprocess (its own RSS high-water mark):
 chunked decoding (16 frames a chunk, overlap 4) against decoding all frames at once, and the image decoder in
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> Path:
     text = (
         "# Temporal decoder: decode time and peak memory (64 x 64, batch 1)\n\n"
         f"{header}\n\n"
-        "Autoencoder: configs/tiny-shapes/autoencoder.yaml (64 x 64 -> 4 x 16 x 16), random weights; temporal "
+        "Autoencoder: config tiny-shapes/autoencoder (64 x 64 -> 4 x 16 x 16), random weights; temporal "
         "decoder with default options (3D-conv residual block after each decoder ResNet block, temporal conv "
         "after conv_out, per-frame norm). peak MB: RSS high-water mark of one decode minus the process after "
         "its imports (weights, input, output, activations); decode MB: high-water mark minus RSS just before "

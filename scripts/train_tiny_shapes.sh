@@ -9,7 +9,7 @@ if [ ! -f data/shapes/captions.csv ]; then
   /usr/bin/time -f "data: %e s" $PY -m videoldm data shapes --out data/shapes --videos "$VIDEOS" --seed 0
 fi
 for stage in autoencoder image temporal temporal-continue decoder; do
-  /usr/bin/time -f "$stage: %e s" $PY -m videoldm train "configs/tiny-shapes/$stage.yaml" "$@"
+  /usr/bin/time -f "$stage: %e s" $PY -m videoldm train "tiny-shapes/$stage" "$@"
 done
 $PY scripts/ship_model.py runs/tiny-shapes/temporal-continue/model src/videoldm/assets/tiny-shapes
 $PY scripts/ship_model.py runs/tiny-shapes/decoder/model/temporal_decoder src/videoldm/assets/tiny-shapes/temporal_decoder
