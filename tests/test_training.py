@@ -16,8 +16,8 @@ from safetensors.torch import load_file
 from videoldm.data.shapes import write_shapes_dataset
 from videoldm.training.checkpoint import latest_checkpoint
 from videoldm.training.config import ConfigError
-from videoldm.training.stages import load_config
-from videoldm.training.trainer import FAULT_ENV, train
+from videoldm.training.stages import build_stage, load_config
+from videoldm.training.trainer import FAULT_ENV, Trainer, train
 
 TINY_VAE = {
     "in_channels": 3,
@@ -89,8 +89,21 @@ def test_config_errors_name_the_key(tmp_path, shapes):
         load_config(write_config(tmp_path / "c.yaml", **{**base, "data": {"videos": str(tmp_path / "nope")}}))
     with pytest.raises(ConfigError, match=r"model\.vae: required"):
         load_config(write_config(tmp_path / "d.yaml", **base))
-    with pytest.raises(ConfigError, match=r"stage: expected one of"):
+    with pytest.raises(ConfigError, match=r"stage: expected one of \['autoencoder', 'image', 'temporal', 'decoder'"):
         load_config(write_config(tmp_path / "e.yaml", **{**base, "stage": "video"}, model={"vae": TINY_VAE}))
+    for stage in ("image", "temporal", "decoder"):
+        with pytest.raises(ConfigError, match=r"model\.pretrained: required for stage"):
+            load_config(write_config(tmp_path / "f.yaml", **{**base, "stage": stage}))
+
+
+def test_image_stage_needs_a_unet_config_or_a_pretrained_unet(tmp_path, shapes, image_model):
+    no_unet = tmp_path / "no_unet"
+    (no_unet / "vae").mkdir(parents=True)
+    base = {"stage": "image", "output_dir": str(tmp_path / "out"), "data": {"videos": str(shapes)}}
+    with pytest.raises(ConfigError, match=r"model\.unet: required for stage 'image' unless model\.pretrained"):
+        load_config(write_config(tmp_path / "a.yaml", **base, model={"pretrained": str(no_unet)}))
+    load_config(write_config(tmp_path / "b.yaml", **base, model={"pretrained": str(no_unet), "unet": TINY_UNET}))
+    load_config(write_config(tmp_path / "c.yaml", **base, model={"pretrained": str(image_model)}))
 
 
 def test_autoencoder_stage_exports_a_vae_with_measured_scaling_factor(tmp_path, shapes):
@@ -122,6 +135,34 @@ def test_image_stage_trains_the_unet_and_writes_a_model_folder(tmp_path, shapes,
     assert (tmp_path / "run" / "samples" / "step-0000002.gif").is_file()
     for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
         assert (model / sub).is_dir(), sub
+
+
+def test_image_stage_fine_tunes_the_pretrained_unet_when_model_unet_is_left_out(tmp_path, shapes, image_model):
+    sections = {
+        "stage": "image",
+        "output_dir": str(tmp_path / "run"),
+        "data": {"videos": str(shapes), "size": 32, "cache_frames": 8},
+        "optim": {"lr": 1e-3},
+        "train": {"max_steps": 2, "batch_size": 4, "checkpoint_every": 2},
+    }
+    pretrained = UNet2DConditionModel.from_pretrained(image_model / "unet").state_dict()
+    scratch = build_stage(
+        load_config(
+            write_config(
+                tmp_path / "scratch.yaml", **sections, model={"pretrained": str(image_model), "unet": TINY_UNET}
+            )
+        )
+    )
+    assert any(not torch.equal(v, pretrained[k]) for k, v in scratch.unet.state_dict().items()), "fresh weights"
+
+    config = load_config(write_config(tmp_path / "tune.yaml", **sections, model={"pretrained": str(image_model)}))
+    stage = build_stage(config)
+    assert stage.unet.training
+    for key, value in stage.unet.state_dict().items():
+        assert torch.equal(value, pretrained[key]), key
+    tuned = UNet2DConditionModel.from_pretrained(train(config) / "unet").state_dict()
+    assert tuned.keys() == pretrained.keys()
+    assert any(not torch.equal(tuned[k], pretrained[k]) for k in pretrained), "training moved the UNet"
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -201,7 +242,12 @@ def test_decoder_stage_trains_the_temporal_decoder_against_the_discriminator(tmp
         optim={"lr": 1e-3, "disc_start_step": 1},
         train={"max_steps": 3, "batch_size": 2, "checkpoint_every": 3, "sample_every": 3},
     )
-    model = train(load_config(config))
+    trainer = Trainer(load_config(config))
+    model = trainer.fit()
+    # The explicit adversary protocol: the stage's discriminator got its own optimiser, and the generator loss
+    # saw each step (its adversarial term starts at optim.disc_start_step).
+    assert trainer.adversary is trainer.stage.adversary is not None
+    assert trainer.stage.module.step == 2  # begin_step(0..2) for max_steps=3
     assert (tmp_path / "run" / "samples" / "step-0000003.gif").is_file()
     for sub in ("unet", "temporal_decoder", "vae", "text_encoder"):  # the pretrained folder, plus the decoder
         assert (model / sub).is_dir(), sub
