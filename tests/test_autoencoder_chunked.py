@@ -76,11 +76,12 @@ def away_from_blend_and_edges(plan, radius: int, frames: int) -> torch.Tensor:
 def test_trained_decoder_in_chunks_is_exact_where_the_receptive_field_fits_with_per_frame_norm():
     latents = smooth_latents(frames=64)
     errors = {}
+    # six residual blocks of two (3,1,1) convs, one (3,1,1) conv after conv_out; a clip norm reaches every frame
+    radius = 6 * 2 + 1
     for frame_norm in (True, False):
         video_ae = VideoAutoencoder.from_vae(tiny_vae(), frame_norm=frame_norm)
         perturb_temporal(video_ae)
-        radius = video_ae.temporal.temporal_radius()
-        assert radius == 6 * 2 + 1  # six residual blocks of two (3,1,1) convs, one (3,1,1) conv after conv_out
+        assert video_ae.temporal.temporal_radius() == (radius if frame_norm else None)
         plan = plan_chunks(64, chunk_size=40, overlap=8)
         exact = away_from_blend_and_edges(plan, radius, 64)
         assert exact.sum() >= 10
@@ -105,7 +106,9 @@ def test_no_jump_at_chunk_edges_with_a_trained_decoder():
         full = video_ae.decode(latents)
         blended = video_ae.decode(latents, chunk_size=8, overlap=2)
         cut = video_ae.decode(latents, chunk_size=8, overlap=0)
-    ceiling = frame_jumps(full).max()  # the largest frame-to-frame change of the video itself
+    # the largest frame-to-frame change of the video itself (plus float rounding: the first jump, far from any
+    # edge, is that ceiling itself and came out 2e-7 above it from the chunked decode on one machine)
+    ceiling = frame_jumps(full).max() * (1 + 1e-4)
     plan = plan_chunks(64, chunk_size=8, overlap=2)
     # every frame pair that touches a blend region or a chunk edge
     edges = sorted({i for c in plan[1:] for i in range(c.start - 1, c.start + 2)})

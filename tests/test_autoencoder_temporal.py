@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from autoencoder_fixtures import perturb_temporal, tiny_vae, tiny_video
 from videoldm.autoencoder import VideoAutoencoder, load_video_autoencoder
-from videoldm.temporal.adapter import WEIGHTS_NAME
+from videoldm.layout import WEIGHTS_NAME
 
 
 def image_decode_per_frame(vae, latents: torch.Tensor) -> torch.Tensor:

@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from videoldm.temporal import layers
-from videoldm.temporal.layers import AlphaBlender, TemporalAttention, _matmul_attention, frames_to_video
+from videoldm.temporal import attention as layers
+from videoldm.temporal.attention import TemporalAttention, _matmul_attention
+from videoldm.temporal.layers import AlphaBlender, frames_to_video
 
 
 def reference_blend(alpha: torch.Tensor, frames: torch.Tensor, temporal_video: torch.Tensor) -> torch.Tensor:

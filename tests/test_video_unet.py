@@ -273,7 +273,7 @@ def test_gradient_checkpointing_recomputes_the_temporal_layers_with_the_forward_
     video_unet.freeze_spatial()
     video_unet.enable_gradient_checkpointing()
     calls: dict[str, list[tuple]] = {}
-    for name, layer in zip(video_unet._layer_names(), video_unet.temporal.layers.values(), strict=True):
+    for name, layer in zip(video_unet.temporal.layer_names(), video_unet.temporal.layers.values(), strict=True):
         layer.register_forward_hook(
             lambda _m, args, kwargs, out, name=name: calls.setdefault(name, []).append((args, kwargs, out.detach())),
             with_kwargs=True,

@@ -2,16 +2,13 @@
 
 The image UNet is kept untouched as `video_unet.unet` -- its parameters keep their exact diffusers names and
 values, and any `UNet2DConditionModel` config works -- and the temporal layers live in `video_unet.temporal`
-(a `TemporalAdapter`). Forward hooks on the spatial ResNet blocks and transformers apply the temporal layer
-right after its spatial twin and blend the two with the layer's learned alpha. Outside a VideoUNet forward
-the hooks do nothing, so `video_unet.unet` still runs as the image model.
+(a `TemporalAdapter`). The hooks of `videoldm.temporal.hooks.VideoBackbone` apply each temporal layer right
+after its spatial twin and blend the two with the layer's learned alpha. Outside a VideoUNet forward the hooks
+do nothing, so `video_unet.unet` still runs as the image model.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,10 +16,10 @@ from typing import Any
 import torch
 from diffusers import UNet2DConditionModel
 from diffusers.utils import BaseOutput
-from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from videoldm.temporal.adapter import TemporalAdapter, TemporalLayer, layer_key, temporal_layer_specs
+from videoldm.layout import TEMPORAL, UNET
+from videoldm.temporal.adapter import TemporalAdapter, temporal_layer_specs
+from videoldm.temporal.hooks import FrameState, VideoBackbone
 from videoldm.temporal.layers import frames_to_video, video_to_frames
 
 
@@ -33,34 +30,20 @@ class VideoUNetOutput(BaseOutput):
     sample: torch.Tensor
 
 
-@dataclass
-class _FrameState:
-    """What the temporal hooks need during one VideoUNet forward."""
-
-    num_frames: int
-    text: torch.Tensor | None
-    context: dict[tuple[int, int], torch.Tensor] | None
-    image_only_indicator: torch.Tensor | None
-    # True inside a checkpointed spatial block: the temporal layer is recomputed with its block.
-    checkpointed: bool = False
-
-
-class VideoUNet(nn.Module):
+class VideoUNet(VideoBackbone):
     """An image `UNet2DConditionModel` plus temporal layers, run on videos (B, C, T, H, W).
 
     Build with `VideoUNet.from_image_unet(image_unet, **temporal_config)` (fresh, zero-initialised temporal
     layers: the model equals the image UNet frame by frame) or `from_image_unet(image_unet, temporal=dir)`
-    (trained temporal layers onto this backbone).
+    (trained temporal layers onto this backbone). Freezing, gradient checkpointing, alphas and
+    `save_temporal` come from `VideoBackbone`.
     """
 
+    unet: UNet2DConditionModel
+    temporal: TemporalAdapter
+
     def __init__(self, unet: UNet2DConditionModel, temporal: TemporalAdapter) -> None:
-        super().__init__()
-        self.unet = unet
-        self.temporal = temporal
-        self.gradient_checkpointing = False
-        self._state: _FrameState | None = None
-        self._check_specs()
-        self._hooks = [self._attach(name) for name in self._layer_names()]
+        super().__init__(backbone_name=UNET, backbone=unet, temporal=temporal)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -72,10 +55,11 @@ class VideoUNet(nn.Module):
         if temporal is not None:
             if temporal_config:
                 raise TypeError(f"pass either temporal=DIR or temporal options, not both: {sorted(temporal_config)}")
-            return cls(unet, TemporalAdapter.for_backbone(unet, temporal))
-        if temporal_config.get("context_in_channels") is True:
-            temporal_config["context_in_channels"] = unet.config.out_channels + 1
-        adapter = TemporalAdapter(layer_specs=temporal_layer_specs(unet), **temporal_config)
+            adapter = TemporalAdapter.load_onto(unet, temporal)
+        else:
+            if temporal_config.get("context_in_channels") is True:
+                temporal_config["context_in_channels"] = unet.config.out_channels + 1
+            adapter = TemporalAdapter(layer_specs=temporal_layer_specs(unet), **temporal_config)
         if (unet.device, unet.dtype) != (adapter.device, adapter.dtype):
             adapter = adapter.to(device=unet.device, dtype=unet.dtype)
         return cls(unet, adapter)
@@ -84,60 +68,22 @@ class VideoUNet(nn.Module):
     def from_pretrained(cls, directory: str | Path, **unet_kwargs: Any) -> VideoUNet:
         """Load a folder written by `save_pretrained`: `unet/` (diffusers image UNet) and `temporal/`."""
         directory = Path(directory)
-        for sub in ("unet", "temporal"):
+        for sub in (UNET, TEMPORAL):
             if not (directory / sub).is_dir():
-                raise FileNotFoundError(f"{directory} has no {sub}/ folder (expected unet/ and temporal/)")
-        unet = UNet2DConditionModel.from_pretrained(directory / "unet", local_files_only=True, **unet_kwargs)
-        return cls.from_image_unet(unet, temporal=directory / "temporal")
+                raise FileNotFoundError(f"{directory} has no {sub}/ folder (expected {UNET}/ and {TEMPORAL}/)")
+        unet = UNet2DConditionModel.from_pretrained(directory / UNET, local_files_only=True, **unet_kwargs)
+        return cls.from_image_unet(unet, temporal=directory / TEMPORAL)
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write `unet/` (the image UNet, unchanged diffusers layout) and `temporal/` (the adapter)."""
         directory = Path(directory)
-        self.unet.save_pretrained(directory / "unet")
-        self.save_temporal(directory / "temporal")
-
-    def save_temporal(self, directory: str | Path) -> None:
-        """Write the temporal parameters only: `diffusion_pytorch_model.safetensors` + `config.json`."""
-        self.temporal.save_pretrained(directory, safe_serialization=True)
-
-    # ------------------------------------------------------------------ training helpers
-    def freeze_spatial(self) -> None:
-        """Freeze the image UNet; only temporal parameters keep requires_grad."""
-        self.unet.requires_grad_(False)
-        self.temporal.requires_grad_(True)
-
-    def temporal_parameters(self) -> Iterator[nn.Parameter]:
-        """The trainable temporal parameters (temporal layers, alphas, context encoder)."""
-        return (p for p in self.temporal.parameters() if p.requires_grad)
-
-    def enable_gradient_checkpointing(self) -> None:
-        """Recompute activations in the backward pass instead of storing them, for the spatial and the temporal
-        layers: the image UNet's own block checkpointing (diffusers': each ResNet block, with its temporal layer,
-        and each transformer block) and every temporal layer not already inside a checkpointed block (those
-        after the spatial transformers). Gradients are unchanged; a training step costs about one more forward.
-        """
-        self.gradient_checkpointing = True
-        self.unet.enable_gradient_checkpointing(self._checkpoint_spatial)
-
-    def alphas(self) -> dict[str, float]:
-        """The current alpha (weight of the spatial branch) of every temporal layer, by spatial module name."""
-        return {
-            name: torch.sigmoid(layer.blend.mix_logit).item()
-            for name, layer in zip(self._layer_names(), self.temporal.layers.values(), strict=True)
-        }
+        self.unet.save_pretrained(directory / UNET)
+        self.save_temporal(directory / TEMPORAL)
 
     @property
     def config(self) -> Any:
         """The image UNet's config (in_channels, sample_size, ...), as pipelines expect of a UNet."""
         return self.unet.config
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.unet.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.unet.device
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -171,13 +117,13 @@ class VideoUNet(nn.Module):
         self._check_inputs(sample, encoder_hidden_states, context, image_only_indicator)
         b, _, t, _, _ = sample.shape
         per_frame = _FramesRepeat(b, t)
-        state = _FrameState(
+        state = FrameState(
             num_frames=t,
             text=encoder_hidden_states,
             context=self._encode_context(context),
             image_only_indicator=image_only_indicator,
         )
-        with self._frames(None if image_only else state):
+        with self.frames(None if image_only else state):
             out = self.unet(
                 video_to_frames(sample),
                 per_frame.timestep(timestep, sample.device),
@@ -199,34 +145,6 @@ class VideoUNet(nn.Module):
                 "from_image_unet(unet, context_in_channels=True)"
             )
         return self.temporal.context_encoder(context.to(self.dtype))
-
-    @contextlib.contextmanager
-    def _frames(self, state: _FrameState | None) -> Iterator[None]:
-        # Restores the previous state: `_checkpoint_spatial` nests this inside `forward`'s.
-        previous, self._state = self._state, state
-        try:
-            yield
-        finally:
-            self._state = previous
-
-    def _checkpoint_spatial(self, block: nn.Module, *args: Any) -> Any:
-        """diffusers' gradient-checkpointing function for the image UNet's blocks: `block(*args)`, recomputed in
-        the backward pass.
-
-        The forward hook of a checkpointed ResNet block -- its temporal layer -- runs again when the backward
-        pass recomputes the block, long after `forward` has left `_frames` and cleared `self._state`. So the
-        frame state of this forward is captured here and set again around the recomputation, which then builds
-        the same graph as the forward did (state None -- image_only or a plain image-UNet call -- stays None).
-        """
-        state = self._state
-        if state is not None:
-            state = dataclasses.replace(state, checkpointed=True)
-
-        def run(*inputs: Any) -> Any:
-            with self._frames(state):
-                return block(*inputs)
-
-        return checkpoint(run, *args, use_reentrant=False)
 
     def _check_inputs(
         self,
@@ -256,68 +174,6 @@ class VideoUNet(nn.Module):
                 raise ValueError(
                     f"context must be (B, C+1, T, H, W) = ({b}, {expected}, {t}, {h}, {w}); got {tuple(context.shape)}"
                 )
-
-    # ------------------------------------------------------------------ hooks
-    def _layer_names(self) -> list[str]:
-        return [spec["name"] for spec in self.temporal.config.layer_specs]
-
-    def _check_specs(self) -> None:
-        ours = temporal_layer_specs(self.unet)
-        theirs = list(self.temporal.config.layer_specs)
-        for mine, saved in zip(ours, theirs, strict=False):
-            if mine != saved:
-                raise ValueError(f"temporal layer {saved['name']!r} was built for {saved}, the backbone has {mine}")
-        if len(ours) != len(theirs):
-            raise ValueError(f"the adapter has {len(theirs)} temporal layers, this backbone needs {len(ours)}")
-
-    def _attach(self, name: str) -> torch.utils.hooks.RemovableHandle:
-        return self.unet.get_submodule(name).register_forward_hook(_TemporalHook(self, name), with_kwargs=True)
-
-    def _run_layer(
-        self, layer: TemporalLayer, hidden: torch.Tensor, temb: torch.Tensor | None, state: _FrameState
-    ) -> torch.Tensor:
-        context = None
-        if state.context is not None:
-            key = tuple(hidden.shape[-2:])
-            if key not in state.context:
-                raise ValueError(f"no context features at resolution {key}; have {sorted(state.context)}")
-            context = state.context[key]
-        kwargs = {
-            "num_frames": state.num_frames,
-            "temb": temb,
-            "text": state.text,
-            "context": context,
-            "image_only_indicator": state.image_only_indicator,
-        }
-        if self.gradient_checkpointing and torch.is_grad_enabled() and not state.checkpointed:
-            return checkpoint(_call_layer, layer, hidden, kwargs, use_reentrant=False)
-        return layer(hidden, **kwargs)
-
-
-class _TemporalHook:
-    """The forward hook of one spatial block: during a VideoUNet forward, run its temporal layer on the block's
-    output and return the blend. An object, not a closure, so that `copy.deepcopy(video_unet)` (EMA copies, dtype
-    copies) gives hooks that point at the copy and its layers; a closure would keep running the original's."""
-
-    def __init__(self, owner: VideoUNet, name: str) -> None:
-        self.owner = owner
-        self.key = layer_key(name)
-        self.is_resnet = owner.temporal.layers[self.key].kind == "resnet"
-
-    def __call__(self, _module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
-        state = self.owner._state
-        if state is None:
-            return None
-        hidden = output if self.is_resnet else output[0]
-        temb = (args[1] if len(args) > 1 else kwargs.get("temb")) if self.is_resnet else None
-        blended = self.owner._run_layer(self.owner.temporal.layers[self.key], hidden, temb, state)
-        if self.is_resnet:
-            return blended
-        return (blended, *output[1:]) if isinstance(output, tuple) else type(output)(sample=blended)
-
-
-def _call_layer(layer: TemporalLayer, hidden: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
-    return layer(hidden, **kwargs)
 
 
 class _FramesRepeat:

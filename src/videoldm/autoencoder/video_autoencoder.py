@@ -2,9 +2,11 @@
 
 The image VAE is kept untouched as `video_ae.vae` -- encoder, quant convs, latent space and every decoder
 parameter keep their exact diffusers names, so Stable Diffusion VAE weights load as they are -- and the
-temporal layers live in `video_ae.temporal` (a `TemporalDecoderAdapter`). As in `VideoUNet`, forward hooks on
-the decoder's ResNet blocks, mid attention and `conv_out` apply the temporal layer right after its spatial twin
-during a video decode, and do nothing otherwise, so `video_ae.vae` still works as the image VAE.
+temporal layers live in `video_ae.temporal` (a `TemporalDecoderAdapter`). The hooks of
+`videoldm.temporal.hooks.VideoBackbone` (the same as `VideoUNet`'s) on the decoder's ResNet blocks, mid
+attention and `conv_out` apply the temporal layer right after its spatial twin during a video decode, and do
+nothing otherwise, so `video_ae.vae` still works as the image VAE. Without temporal layers (`image_only=True`)
+it is the image decoder on videos: what pipelines use when asked for the image decoder.
 
 Latents: `encode` returns the posterior mean (deterministic; `sample=True` draws from the posterior instead),
 shifted by `vae.config.shift_factor` when the VAE has one and multiplied by `vae.config.scaling_factor` --
@@ -13,40 +15,35 @@ the latents the diffusion model sees. `decode` undoes that scaling.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers import AutoencoderKL
-from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from videoldm.autoencoder.chunked_decode import decode_in_chunks, default_overlap
-from videoldm.autoencoder.temporal_decoder import DecoderTemporalLayer, TemporalDecoderAdapter, decoder_layer_specs
+from videoldm.autoencoder.scaling import scale_latents, unscale_latents
+from videoldm.autoencoder.temporal_decoder import CONV_OUT_NAME, TemporalDecoderAdapter, decoder_layer_specs
+from videoldm.layout import TEMPORAL_DECODER, VAE
 from videoldm.temporal.adapter import layer_key
+from videoldm.temporal.hooks import FrameState, VideoBackbone
 from videoldm.temporal.layers import frames_to_video, video_to_frames
 
-VAE_DIR = "vae"
-TEMPORAL_DIR = "temporal_decoder"
 
-
-class VideoAutoencoder(nn.Module):
+class VideoAutoencoder(VideoBackbone):
     """An image `AutoencoderKL` plus decoder temporal layers, run on videos (B, C, T, H, W).
 
     Build with `VideoAutoencoder.from_vae(vae, **options)` (fresh, zero-initialised temporal layers: the video
     decoder equals the image decoder frame by frame), `from_vae(vae, temporal=dir)` (trained temporal layers),
     or `from_vae(vae, temporal=None, image_only=True)` (no temporal layers: the image decoder on videos).
+    Freezing (the whole image VAE), gradient checkpointing, alphas and `save_temporal` come from `VideoBackbone`.
     """
 
+    vae: AutoencoderKL
+    temporal: TemporalDecoderAdapter | None
+
     def __init__(self, vae: AutoencoderKL, temporal: TemporalDecoderAdapter | None) -> None:
-        super().__init__()
-        self.vae = vae
-        self.temporal = temporal
-        self.gradient_checkpointing = False
-        self._num_frames: int | None = None
-        self._hooks = [] if temporal is None else [self._attach(s["name"]) for s in temporal.config.layer_specs]
+        super().__init__(backbone_name=VAE, backbone=vae, temporal=temporal)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -63,7 +60,7 @@ class VideoAutoencoder(nn.Module):
         if temporal is not None or image_only:
             if temporal_config or (temporal is not None and image_only):
                 raise TypeError("pass temporal=DIR, image_only=True or temporal options, not several")
-            return cls(vae, None if image_only else _on_vae(TemporalDecoderAdapter.for_vae(vae, temporal), vae))
+            return cls(vae, None if image_only else _on_vae(TemporalDecoderAdapter.load_onto(vae, temporal), vae))
         specs = decoder_layer_specs(vae, temporal_attention=bool(temporal_config.get("temporal_attention")))
         adapter = TemporalDecoderAdapter(layer_specs=specs, **temporal_config)
         return cls(vae, _on_vae(adapter, vae))
@@ -73,10 +70,10 @@ class VideoAutoencoder(nn.Module):
         """A model folder's autoencoder: `vae/` (diffusers AutoencoderKL) plus `temporal_decoder/` when present
         and `image_decoder` is False."""
         directory = Path(directory)
-        if not (directory / VAE_DIR).is_dir():
-            raise FileNotFoundError(f"{directory} has no {VAE_DIR}/ folder (a diffusers AutoencoderKL)")
-        vae = AutoencoderKL.from_pretrained(directory / VAE_DIR, local_files_only=True).eval()
-        temporal = directory / TEMPORAL_DIR
+        if not (directory / VAE).is_dir():
+            raise FileNotFoundError(f"{directory} has no {VAE}/ folder (a diffusers AutoencoderKL)")
+        vae = AutoencoderKL.from_pretrained(directory / VAE, local_files_only=True).eval()
+        temporal = directory / TEMPORAL_DECODER
         if image_decoder or not temporal.is_dir():
             return cls.from_vae(vae, image_only=True)
         return cls.from_vae(vae, temporal=temporal)
@@ -84,58 +81,17 @@ class VideoAutoencoder(nn.Module):
     def save_pretrained(self, directory: str | Path) -> None:
         """Write `vae/` (unchanged diffusers layout) and, if there are temporal layers, `temporal_decoder/`."""
         directory = Path(directory)
-        self.vae.save_pretrained(directory / VAE_DIR)
+        self.vae.save_pretrained(directory / VAE)
         if self.temporal is not None:
-            self.save_temporal(directory / TEMPORAL_DIR)
-
-    def save_temporal(self, directory: str | Path) -> None:
-        """Write the temporal parameters only: `diffusion_pytorch_model.safetensors` + `config.json`."""
-        self._require_temporal("save_temporal")
-        self.temporal.save_pretrained(directory, safe_serialization=True)
+            self.save_temporal(directory / TEMPORAL_DECODER)
 
     # ------------------------------------------------------------------ training helpers
-    def freeze_spatial(self) -> None:
-        """Freeze the whole image VAE (encoder, quant convs, decoder); only temporal parameters train."""
-        self.vae.requires_grad_(False)
-        if self.temporal is not None:
-            self.temporal.requires_grad_(True)
-
-    def temporal_parameters(self) -> Iterator[nn.Parameter]:
-        """The trainable temporal parameters (3D convs, temporal attention, alphas): what the optimiser gets."""
-        if self.temporal is None:
-            return iter(())
-        return (p for p in self.temporal.parameters() if p.requires_grad)
-
     @property
     def last_layer(self) -> torch.Tensor:
         """The weight of the decoder's last trainable layer (the temporal conv after `conv_out`), for the
         adaptive weight of the adversarial loss. `conv_out` itself is frozen, so its weight has no gradient."""
         self._require_temporal("last_layer")
-        return self.temporal.layers[layer_key("decoder.conv_out")].block.conv.weight
-
-    def enable_gradient_checkpointing(self) -> None:
-        """Recompute temporal layers in the backward pass instead of storing their activations.
-
-        (The image decoder's own checkpointing must stay off: its recomputation runs outside a video decode,
-        where the temporal hooks are inactive.)"""
-        self.gradient_checkpointing = True
-
-    def alphas(self) -> dict[str, float]:
-        """The current alpha (weight of the spatial branch) of every temporal layer, by spatial module name."""
-        if self.temporal is None:
-            return {}
-        return {
-            s["name"]: torch.sigmoid(self.temporal.layers[layer_key(s["name"])].blend.mix_logit).item()
-            for s in self.temporal.config.layer_specs
-        }
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.vae.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.vae.device
+        return self.temporal.layers[layer_key(CONV_OUT_NAME)].block.conv.weight
 
     # ------------------------------------------------------------------ encode / decode
     @torch.no_grad()
@@ -163,9 +119,7 @@ class VideoAutoencoder(nn.Module):
         for i in range(0, frames.shape[0], step):
             posterior = self.vae.encode(frames[i : i + step]).latent_dist
             parts.append(posterior.sample(generator) if sample else posterior.mean)
-        latents = torch.cat(parts)
-        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
-        return frames_to_video((latents - shift) * self.vae.config.scaling_factor, t).contiguous()
+        return frames_to_video(scale_latents(torch.cat(parts), self.vae.config), t).contiguous()
 
     def decode(
         self,
@@ -202,61 +156,15 @@ class VideoAutoencoder(nn.Module):
 
     def _decode_clip(self, latents: torch.Tensor, *, image_decoder: bool) -> torch.Tensor:
         """(B, C, T, h, w) -> (B, 3, T, H, W), all frames of each clip in one pass."""
-        if not image_decoder and self.vae.decoder.gradient_checkpointing and torch.is_grad_enabled():
-            raise ValueError(
-                "the image decoder's gradient checkpointing is on; it recomputes blocks outside the video "
-                "decode, without the temporal layers. Use VideoAutoencoder.enable_gradient_checkpointing() instead"
-            )
         t = latents.shape[2]
-        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
         # contiguous: torch 2.13 CPU segfaults in the backward pass of this decoder for channels-last-strided
         # latents (as `encode` can produce); a plain layout avoids it.
-        z = video_to_frames(latents.to(self.device, self.dtype)).contiguous() / self.vae.config.scaling_factor + shift
+        z = unscale_latents(video_to_frames(latents.to(self.device, self.dtype)).contiguous(), self.vae.config)
         if self.vae.post_quant_conv is not None:
             z = self.vae.post_quant_conv(z)
-        with self._frames(None if image_decoder else t):
+        with self.frames(None if image_decoder else FrameState(num_frames=t)):
             frames = self.vae.decoder(z)
         return frames_to_video(frames, t)
-
-    # ------------------------------------------------------------------ hooks
-    @contextlib.contextmanager
-    def _frames(self, num_frames: int | None) -> Iterator[None]:
-        self._num_frames = num_frames
-        try:
-            yield
-        finally:
-            self._num_frames = None
-
-    def _attach(self, name: str) -> torch.utils.hooks.RemovableHandle:
-        return self.vae.get_submodule(name).register_forward_hook(_DecoderHook(self, layer_key(name)))
-
-    def _run_layer(self, layer: DecoderTemporalLayer, hidden: torch.Tensor, num_frames: int) -> torch.Tensor:
-        if self.gradient_checkpointing and torch.is_grad_enabled():
-            return checkpoint(_call_layer, layer, hidden, num_frames, use_reentrant=False)
-        return layer(hidden, num_frames=num_frames)
-
-    def _require_temporal(self, what: str) -> None:
-        if self.temporal is None:
-            raise ValueError(f"{what}: this VideoAutoencoder has no temporal layers (built with image_only=True)")
-
-
-class _DecoderHook:
-    """The forward hook of one decoder module: during a video decode, run its temporal layer on the output.
-    An object, not a closure, so that `copy.deepcopy` of a VideoAutoencoder gives hooks on the copy."""
-
-    def __init__(self, owner: VideoAutoencoder, key: str) -> None:
-        self.owner = owner
-        self.key = key
-
-    def __call__(self, _module: nn.Module, _args: tuple, output: torch.Tensor) -> torch.Tensor | None:
-        num_frames = self.owner._num_frames
-        if num_frames is None:
-            return None
-        return self.owner._run_layer(self.owner.temporal.layers[self.key], output, num_frames)
-
-
-def _call_layer(layer: DecoderTemporalLayer, hidden: torch.Tensor, num_frames: int) -> torch.Tensor:
-    return layer(hidden, num_frames=num_frames)
 
 
 def _check_video(x: torch.Tensor, channels: int, name: str) -> None:

@@ -1,11 +1,19 @@
-"""Temporal layers, their adapter (saved apart from the backbone) and the context encoder."""
+"""Temporal layers, the one adapter base and hook mechanism that put them into a backbone, the context encoder."""
 
-from videoldm.temporal.adapter import ContextEncoder, TemporalAdapter, TemporalLayer, temporal_layer_specs
+from videoldm.temporal.adapter import (
+    TemporalAdapter,
+    TemporalAdapterBase,
+    TemporalLayer,
+    temporal_layer_specs,
+)
+from videoldm.temporal.attention import TemporalAttention, TemporalTransformerBlock
+from videoldm.temporal.context import ContextEncoder
+from videoldm.temporal.hooks import FrameState, VideoBackbone
 from videoldm.temporal.layers import (
     AlphaBlender,
-    TemporalAttention,
+    FrameGroupNorm,
+    TemporalConvOut,
     TemporalResBlock,
-    TemporalTransformerBlock,
     frames_to_video,
     video_to_frames,
 )
@@ -13,11 +21,16 @@ from videoldm.temporal.layers import (
 __all__ = [
     "AlphaBlender",
     "ContextEncoder",
+    "FrameGroupNorm",
+    "FrameState",
     "TemporalAdapter",
+    "TemporalAdapterBase",
     "TemporalAttention",
+    "TemporalConvOut",
     "TemporalLayer",
     "TemporalResBlock",
     "TemporalTransformerBlock",
+    "VideoBackbone",
     "frames_to_video",
     "temporal_layer_specs",
     "video_to_frames",
