@@ -10,6 +10,7 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
+from conftest import tiny_unet
 from test_pipeline_fixtures import (
     tiny_clip_text_model,
     tiny_image_unet,
@@ -113,3 +114,14 @@ def test_geometry_from_configs_alone(sd_folder: Path) -> None:
     geometry = ModelGeometry.read(sd_folder)
     assert geometry == ModelGeometry(vae_scale_factor=2, num_down_blocks=2, sample_size=8, latent_channels=4)
     assert geometry.size_multiple == 4 and geometry.default_size == 16
+    geometry.check_size("height", 12)
+    with pytest.raises(ValueError, match=r"--width must be a positive multiple of 4 .* got 10"):
+        geometry.check_size("--width", 10)
+
+
+def test_geometry_latent_channels_are_the_vaes_not_the_unet_inputs() -> None:
+    """An upsampler's UNet takes the latents plus low-resolution frames; the latents keep the VAE's channels."""
+    unet = tiny_unet(extra_channels=3)
+    vae = tiny_vae()
+    assert unet.config.in_channels == 7
+    assert ModelGeometry.of(unet.config, vae.config).latent_channels == vae.config.latent_channels == 4

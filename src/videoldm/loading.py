@@ -18,11 +18,11 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from videoldm.text import BUILTIN_FILE, TextEncoder
+from videoldm import layout
+from videoldm.layout import STABLE_DIFFUSION_PARTS
+from videoldm.text import BUILTIN_FILE, BUILTIN_MAX_LENGTH, TextEncoder
 
-STABLE_DIFFUSION_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 SCHEDULER_CONFIG = "scheduler_config.json"
-BUILTIN_MAX_LENGTH = 16  # TextEncoder.builtin's default, and the trainer's text_max_length default
 
 
 @dataclass
@@ -81,7 +81,7 @@ def read_builtin_marker(folder: str | Path) -> dict[str, Any] | None:
 
 def write_builtin_marker(model_dir: str | Path, marker: dict[str, Any]) -> None:
     """`text_encoder/` and `tokenizer/` holding `builtin.json` ({"builtin": NAME, "max_length": L})."""
-    for sub in ("text_encoder", "tokenizer"):
+    for sub in (layout.TEXT_ENCODER, layout.TOKENIZER):
         (Path(model_dir) / sub).mkdir(parents=True, exist_ok=True)
         (Path(model_dir) / sub / BUILTIN_FILE).write_text(json.dumps(marker) + "\n")
 
@@ -89,7 +89,7 @@ def write_builtin_marker(model_dir: str | Path, marker: dict[str, Any]) -> None:
 def load_text_encoder(text_encoder_dir: str | Path, tokenizer_dir: str | Path | None = None) -> TextEncoder:
     """A `TextEncoder` from a folder with weights (+ tokenizer folder), or from a `builtin.json` marker.
 
-    A builtin encoder runs at the marker's `max_length` (default 16, as the trainer); a folder with weights at
+    A builtin encoder runs at the marker's `max_length` (default `BUILTIN_MAX_LENGTH`); a folder with weights at
     its tokenizer's `model_max_length`, capped at 77 (CLIP's length in Stable Diffusion).
     """
     marker = read_builtin_marker(text_encoder_dir)
@@ -104,16 +104,16 @@ def load_stable_diffusion(path: str | Path, *, torch_dtype: torch.dtype = torch.
     Weights are cast to `torch_dtype` (float32 by default: fp16 files run on CPU too).
     """
     folder = check_model_dir(path)
-    unet = UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True, torch_dtype=torch_dtype)
-    vae = AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True, torch_dtype=torch_dtype)
-    text_encoder = load_text_encoder(folder / "text_encoder", folder / "tokenizer")
+    unet = UNet2DConditionModel.from_pretrained(folder / layout.UNET, local_files_only=True, torch_dtype=torch_dtype)
+    vae = AutoencoderKL.from_pretrained(folder / layout.VAE, local_files_only=True, torch_dtype=torch_dtype)
+    text_encoder = load_text_encoder(folder / layout.TEXT_ENCODER, folder / layout.TOKENIZER)
     text_encoder.model.to(torch_dtype)
     return StableDiffusionComponents(
         folder=folder,
         unet=unet.eval(),
         vae=vae.eval(),
         text_encoder=text_encoder,
-        scheduler=load_scheduler(folder / "scheduler"),
+        scheduler=load_scheduler(folder / layout.SCHEDULER),
     )
 
 
@@ -122,7 +122,9 @@ class ModelGeometry:
     """Sizes read from a model folder's configs without loading weights.
 
     vae_scale_factor: pixels per latent pixel; num_down_blocks: UNet resolution levels; sample_size: the UNet's
-    default latent size; latent_channels: C of the latents (B, C, T, h, w).
+    default latent size; latent_channels: C of the latents (B, C, T, h, w) -- the VAE's, which the sampler's
+    noise has and the UNet predicts (its out_channels); a UNet may take more input channels (an upsampler's
+    low-resolution frames concatenated to the latents).
     """
 
     vae_scale_factor: int
@@ -139,6 +141,16 @@ class ModelGeometry:
     def default_size(self) -> int:
         return self.sample_size * self.vae_scale_factor
 
+    def check_size(self, name: str, value: int) -> None:
+        """A ValueError naming `name` unless `value` (a height or width in pixels) is a positive multiple of
+        `size_multiple`: what the pipeline and the CLI both check before sampling."""
+        multiple = self.size_multiple
+        if not isinstance(value, int) or value < multiple or value % multiple:
+            raise ValueError(
+                f"{name} must be a positive multiple of {multiple} for this model (VAE factor "
+                f"{self.vae_scale_factor} x 2^{self.num_down_blocks - 1} UNet downsamplings), got {value!r}"
+            )
+
     @classmethod
     def of(cls, unet_config: Any, vae_config: Any) -> ModelGeometry:
         """From the (dict-like) configs of a UNet2DConditionModel and an AutoencoderKL."""
@@ -147,11 +159,11 @@ class ModelGeometry:
             vae_scale_factor=2 ** (len(vae_config["block_out_channels"]) - 1),
             num_down_blocks=len(unet_config["down_block_types"]),
             sample_size=int(sample_size[0] if isinstance(sample_size, list | tuple) else sample_size),
-            latent_channels=int(unet_config["in_channels"]),
+            latent_channels=int(vae_config["latent_channels"]),
         )
 
     @classmethod
     def read(cls, path: str | Path) -> ModelGeometry:
         """From the JSON configs of `path/unet/` and `path/vae/` (cheap: validate sizes before loading)."""
         folder = Path(path)
-        return cls.of(read_config(folder / "unet"), read_config(folder / "vae"))
+        return cls.of(read_config(folder / layout.UNET), read_config(folder / layout.VAE))

@@ -16,6 +16,9 @@ from transformers import AutoModel, AutoTokenizer
 
 BUILTIN_FILE = "builtin.json"
 MINILM = "all-MiniLM-L6-v2"
+# Tokens per prompt of a packaged encoder when its marker names none: the shapes-world captions are short.
+# (The trainer's text_max_length default is the same, so cached embeddings match sampling's.)
+BUILTIN_MAX_LENGTH = 16
 
 
 def builtin_encoder_path(name: str) -> Path:
@@ -52,7 +55,7 @@ class TextEncoder(nn.Module):
         return cls(tokenizer, model, max_length=max_length)
 
     @classmethod
-    def builtin(cls, name: str = MINILM, *, max_length: int = 16) -> TextEncoder:
+    def builtin(cls, name: str = MINILM, *, max_length: int = BUILTIN_MAX_LENGTH) -> TextEncoder:
         """A text encoder that ships inside an installed package (no weights in the model folder)."""
         return cls.from_pretrained(builtin_encoder_path(name), max_length=max_length)
 
