@@ -7,11 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import DDPMScheduler, EulerAncestralDiscreteScheduler, StableDiffusionPipeline
 from transformers import CLIPTextModel
 
-from test_pipeline_fixtures import perturb_temporal, write_tiny_stable_diffusion
+from conftest import tiny_unet
+from test_pipeline_fixtures import perturb_temporal, sd_scheduler, tiny_vae, write_tiny_stable_diffusion
 from videoldm import VideoLDMPipeline, VideoUNet
+from videoldm.autoencoder import VideoAutoencoder
 from videoldm.diffusion import make_scheduler
 
 PROMPT = "a red circle moving left"
@@ -97,6 +99,39 @@ def test_same_seed_same_video_other_seed_other_video(aligned: VideoLDMPipeline) 
     assert torch.isfinite(first).all()
     assert torch.equal(first, again)
     assert (first - other).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("scheduler_cls", [DDPMScheduler, EulerAncestralDiscreteScheduler])
+def test_a_list_of_generators_seeds_each_video_as_alone(aligned: VideoLDMPipeline, scheduler_cls: type) -> None:
+    """With a sampler that draws noise at every step, video i of a batch is the video its prompt gives alone
+    with generator i: the list drives the step noise too, not only the initial noise."""
+    saved = aligned.scheduler
+    aligned.scheduler = scheduler_cls.from_config(saved.config)
+    try:
+        prompts = [PROMPT, "a blue square moving up"]
+
+        def run(texts: list[str], seeds: list[int]) -> torch.Tensor:
+            generators = [torch.Generator().manual_seed(s) for s in seeds]
+            return aligned(texts, num_frames=2, num_inference_steps=3, guidance_scale=3.0, generator=generators).frames
+
+        both = run(prompts, [5, 6])
+        torch.testing.assert_close(both[0:1], run(prompts[:1], [5]), atol=1e-4, rtol=0)
+        torch.testing.assert_close(both[1:2], run(prompts[1:], [6]), atol=1e-4, rtol=0)
+    finally:
+        aligned.scheduler = saved
+
+
+def test_latents_have_the_vae_channels_when_the_unet_takes_more(fresh: VideoLDMPipeline) -> None:
+    """A UNet with extra input channels (an upsampler's low-res frames): the noise has the VAE's channels."""
+    pipe = VideoLDMPipeline(
+        unet=VideoUNet.from_image_unet(tiny_unet(extra_channels=3)),
+        autoencoder=VideoAutoencoder.from_vae(tiny_vae(), image_only=True),
+        text_encoder=fresh.text_encoder,
+        scheduler=sd_scheduler(),
+    )
+    assert pipe.unet.config.in_channels == 7 and pipe.geometry.latent_channels == 4
+    latents = pipe.prepare_latents(2, num_frames=3, height=16, width=16, generator=torch.Generator().manual_seed(0))
+    assert latents.shape == (2, 4, 3, 8, 8)
 
 
 def test_temporal_layers_change_the_video(aligned: VideoLDMPipeline) -> None:
@@ -200,10 +235,17 @@ def test_bad_arguments_are_named(aligned: VideoLDMPipeline, kwargs: dict, match:
         aligned(**kwargs)
 
 
+def test_components_round_trip(fresh: VideoLDMPipeline) -> None:
+    components = fresh.components
+    assert components.autoencoder is fresh.autoencoder and components.autoencoder.vae is fresh.vae
+    rebuilt = VideoLDMPipeline.from_components(components)
+    assert all(getattr(rebuilt, k) is v for k, v in vars(components).items())
+
+
 def test_from_stable_diffusion_starts_as_the_image_model(sd_folder: Path) -> None:
     pipe = VideoLDMPipeline.from_stable_diffusion(sd_folder, position_encoding="relative")
     assert isinstance(pipe.unet, VideoUNet) and pipe.unet.temporal.config.position_encoding == "relative"
-    assert pipe.text_encoder_marker is None and pipe.temporal_decoder is None
+    assert pipe.text_encoder_marker is None and pipe.autoencoder.temporal is None  # the image decoder
 
 
 def test_same_seed_same_noise_in_any_dtype(sd_folder: Path) -> None:

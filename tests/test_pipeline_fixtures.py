@@ -12,6 +12,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 import autoencoder_fixtures
 from videoldm import VideoLDMPipeline, VideoUNet
+from videoldm.autoencoder import VideoAutoencoder
 from videoldm.text import BUILTIN_FILE, MINILM, TextEncoder
 
 WORDS = ["a", "red", "green", "blue", "circle", "square", "moving", "left", "right", "up", "down"]
@@ -109,7 +110,7 @@ def tiny_pipeline(*, seed: int = 0) -> VideoLDMPipeline:
     unet = perturb_temporal(VideoUNet.from_image_unet(tiny_image_unet(seed=seed, cross_attention_dim=384)))
     pipe = VideoLDMPipeline(
         unet=unet,
-        vae=tiny_vae(seed=seed),
+        autoencoder=VideoAutoencoder.from_vae(tiny_vae(seed=seed), image_only=True),
         text_encoder=TextEncoder.builtin(MINILM, max_length=8),
         scheduler=sd_scheduler(),
         text_encoder_marker={"builtin": MINILM},

@@ -91,12 +91,13 @@ def test_temporal_decoder_is_loaded_only_when_its_folder_exists(model_dir: Path,
     folder = tmp_path / "with-decoder"
     shutil.copytree(model_dir, folder)
     pipe = VideoLDMPipeline.from_pretrained(folder)
-    assert pipe.temporal_decoder is None
+    assert isinstance(pipe.autoencoder, VideoAutoencoder) and pipe.autoencoder.temporal is None
+    assert pipe.vae is pipe.autoencoder.vae
     VideoAutoencoder.from_vae(pipe.vae).save_temporal(folder / "temporal_decoder")
 
     with_decoder = VideoLDMPipeline.from_pretrained(folder)
-    assert with_decoder.temporal_decoder is not None
-    assert VideoLDMPipeline.from_pretrained(folder, image_decoder=True).temporal_decoder is None
+    assert with_decoder.autoencoder.temporal is not None
+    assert VideoLDMPipeline.from_pretrained(folder, image_decoder=True).autoencoder.temporal is None
     # a fresh temporal decoder is the image decoder frame by frame
     latents = _sample(with_decoder, output_type="latent")
     torch.testing.assert_close(with_decoder.decode_latents(latents), pipe.decode_latents(latents), atol=1e-5, rtol=1e-5)

@@ -1,4 +1,5 @@
-"""Sampling pieces that compose: guidance (how branches are batched and mixed) and samplers by name."""
+"""Sampling pieces that compose: guidance (how branches are batched and mixed), the one sampling loop
+(`sample_latents`) and samplers by name."""
 
 from videoldm.diffusion.guidance import (
     ClassifierFreeGuidance,
@@ -10,6 +11,7 @@ from videoldm.diffusion.guidance import (
     guided_prediction,
     text_guidance,
 )
+from videoldm.diffusion.sampling import Denoiser, StepCallback, sample_latents
 from videoldm.diffusion.schedulers import SAMPLERS, make_scheduler
 
 __all__ = [
@@ -17,10 +19,13 @@ __all__ = [
     "ClassifierFreeGuidance",
     "Conditioning",
     "ContextGuidance",
+    "Denoiser",
     "Guider",
     "ModelInputs",
     "NoGuidance",
+    "StepCallback",
     "guided_prediction",
     "make_scheduler",
+    "sample_latents",
     "text_guidance",
 ]

@@ -7,6 +7,8 @@ text_encoder/      a transformers encoder, or builtin.json naming a packaged one
 tokenizer/         its tokenizer (or the same builtin.json)
 scheduler/         the noise schedule (any diffusers scheduler config)
 temporal_decoder/  optional: temporal layers of the VAE decoder
+
+The folder's parts are read into, and written from, a `VideoLDMComponents` (names from `videoldm.layout`).
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from diffusers import AutoencoderKL
 
+from videoldm import layout
+from videoldm.autoencoder import VideoAutoencoder
 from videoldm.loading import (
     check_model_dir,
     load_scheduler,
@@ -27,86 +31,79 @@ from videoldm.loading import (
     read_builtin_marker,
     write_builtin_marker,
 )
+from videoldm.pipelines.components import VideoLDMComponents
 from videoldm.video_unet import VideoUNet
 
-if TYPE_CHECKING:
-    from videoldm.pipelines.pipeline_videoldm import VideoLDMPipeline
 
-PIPELINE_PARTS = ("unet", "temporal", "vae", "text_encoder", "tokenizer", "scheduler")
-TEMPORAL_DECODER_DIR = "temporal_decoder"
-
-
-def load_components(directory: str | Path, *, torch_dtype: torch.dtype, image_decoder: bool) -> dict[str, Any]:
-    """The pipeline's constructor arguments from a Video LDM folder (local files only)."""
-    folder = check_model_dir(directory, PIPELINE_PARTS)
+def load_components(directory: str | Path, *, torch_dtype: torch.dtype, image_decoder: bool) -> VideoLDMComponents:
+    """A Video LDM folder's parts (local files only). The autoencoder has the folder's decoder temporal layers
+    when it has `temporal_decoder/` and `image_decoder` is False; otherwise none (the image decoder)."""
+    folder = check_model_dir(directory, layout.VIDEO_LDM_PARTS)
     unet = VideoUNet.from_pretrained(folder, torch_dtype=torch_dtype).to(dtype=torch_dtype)
-    vae = AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True, torch_dtype=torch_dtype).eval()
-    text_encoder = load_text_encoder(folder / "text_encoder", folder / "tokenizer")
+    vae = AutoencoderKL.from_pretrained(folder / layout.VAE, local_files_only=True, torch_dtype=torch_dtype).eval()
+    text_encoder = load_text_encoder(folder / layout.TEXT_ENCODER, folder / layout.TOKENIZER)
     text_encoder.model.to(torch_dtype)
-    return {
-        "unet": unet,
-        "vae": vae,
-        "text_encoder": text_encoder,
-        "scheduler": load_scheduler(folder / "scheduler"),
-        "temporal_decoder": None if image_decoder else _load_temporal_decoder(vae, folder / TEMPORAL_DECODER_DIR),
-        "text_encoder_marker": read_builtin_marker(folder / "text_encoder"),
-    }
+    return VideoLDMComponents(
+        unet=unet,
+        autoencoder=_autoencoder(vae, folder / layout.TEMPORAL_DECODER, image_decoder=image_decoder),
+        text_encoder=text_encoder,
+        scheduler=load_scheduler(folder / layout.SCHEDULER),
+        text_encoder_marker=read_builtin_marker(folder / layout.TEXT_ENCODER),
+    )
 
 
-def _load_temporal_decoder(vae: AutoencoderKL, directory: Path) -> Any | None:
-    """The video autoencoder on `vae` when the folder has trained decoder layers; imported only then."""
-    if not directory.is_dir():
-        return None
-    from videoldm.autoencoder import load_video_autoencoder
-
-    return load_video_autoencoder(vae, directory)
+def _autoencoder(vae: AutoencoderKL, temporal: Path, *, image_decoder: bool) -> VideoAutoencoder:
+    if image_decoder or not temporal.is_dir():
+        return VideoAutoencoder.from_vae(vae, image_only=True)
+    return VideoAutoencoder.from_vae(vae, temporal=temporal)
 
 
 def stable_diffusion_components(
     directory: str | Path, *, torch_dtype: torch.dtype, **temporal_config: Any
-) -> dict[str, Any]:
-    """An image LDM folder's parts with a fresh (identity-initialised) VideoUNet around its UNet."""
+) -> VideoLDMComponents:
+    """An image LDM folder's parts with a fresh (identity-initialised) VideoUNet around its UNet and the image
+    decoder (no decoder temporal layers)."""
     sd = load_stable_diffusion(directory, torch_dtype=torch_dtype)
-    return {
-        "unet": VideoUNet.from_image_unet(sd.unet, **temporal_config),
-        "vae": sd.vae,
-        "text_encoder": sd.text_encoder,
-        "scheduler": sd.scheduler,
-        "text_encoder_marker": read_builtin_marker(sd.folder / "text_encoder"),
-    }
+    return VideoLDMComponents(
+        unet=VideoUNet.from_image_unet(sd.unet, **temporal_config),
+        autoencoder=VideoAutoencoder.from_vae(sd.vae, image_only=True),
+        text_encoder=sd.text_encoder,
+        scheduler=sd.scheduler,
+        text_encoder_marker=read_builtin_marker(sd.folder / layout.TEXT_ENCODER),
+    )
 
 
-def save_components(pipe: VideoLDMPipeline, directory: str | Path) -> Path:
-    """Write `pipe` as a model folder: into a temporary sibling first, then renamed into place."""
+def save_components(components: VideoLDMComponents, directory: str | Path) -> Path:
+    """Write `components` as a model folder: into a temporary sibling first, then renamed into place.
+    `temporal_decoder/` only when the autoencoder has temporal layers."""
     final = Path(directory)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        pipe.unet.save_pretrained(tmp)  # unet/ + temporal/
-        pipe.vae.save_pretrained(tmp / "vae", safe_serialization=True)
-        _save_text_encoder(pipe, tmp)
-        pipe.scheduler.save_pretrained(tmp / "scheduler")
-        decoder = pipe.temporal_decoder
-        if decoder is not None and getattr(decoder, "temporal", None) is not None:
-            decoder.save_temporal(tmp / TEMPORAL_DECODER_DIR)
+        components.unet.save_pretrained(tmp)  # unet/ + temporal/
+        components.autoencoder.vae.save_pretrained(tmp / layout.VAE, safe_serialization=True)
+        _save_text_encoder(components, tmp)
+        components.scheduler.save_pretrained(tmp / layout.SCHEDULER)
+        if components.autoencoder.temporal is not None:
+            components.autoencoder.save_temporal(tmp / layout.TEMPORAL_DECODER)
         _replace_dir(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
-def _save_text_encoder(pipe: VideoLDMPipeline, folder: Path) -> None:
+def _save_text_encoder(components: VideoLDMComponents, folder: Path) -> None:
     """A packaged encoder as its builtin.json marker (with max_length); otherwise weights + tokenizer, with the
     tokenizer's model_max_length set to the encoder's max_length so that loading gives the same (B, L, D)."""
-    encoder = pipe.text_encoder
-    if pipe.text_encoder_marker is not None:
-        write_builtin_marker(folder, {**pipe.text_encoder_marker, "max_length": encoder.max_length})
+    encoder = components.text_encoder
+    if components.text_encoder_marker is not None:
+        write_builtin_marker(folder, {**components.text_encoder_marker, "max_length": encoder.max_length})
         return
     saved_length = encoder.tokenizer.model_max_length
     encoder.tokenizer.model_max_length = encoder.max_length
     try:
-        encoder.save_pretrained(folder / "text_encoder", folder / "tokenizer")
+        encoder.save_pretrained(folder / layout.TEXT_ENCODER, folder / layout.TOKENIZER)
     finally:
         encoder.tokenizer.model_max_length = saved_length
 

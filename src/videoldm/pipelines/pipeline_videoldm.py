@@ -1,16 +1,16 @@
 """VideoLDMPipeline: text-to-video sampling with a VideoUNet, an image VAE and a frozen text encoder.
 
 Seams as in diffusers' Stable Video Diffusion pipeline: `check_inputs`, `encode_prompt`, `prepare_latents`,
-a denoising loop with batched guidance (`videoldm.diffusion.guidance`), `decode_latents`. A plain class rather
+the denoising loop (`videoldm.diffusion.sampling.sample_latents`, with batched guidance from
+`videoldm.diffusion.guidance`), `decode_latents` (always through a `VideoAutoencoder`). A plain class rather
 than a `diffusers.DiffusionPipeline`: the VideoUNet is saved as two folders (`unet/` + `temporal/`) and the
 text encoder may be a `builtin.json` marker, neither of which DiffusionPipeline's component registry models.
-Loading and saving model folders live in `videoldm.pipelines.folders`.
+The parts are a `VideoLDMComponents`; loading and saving model folders live in `videoldm.pipelines.folders`.
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +24,12 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
-from videoldm.diffusion.guidance import Conditioning, Guider, guided_prediction, text_guidance
+from videoldm.autoencoder import VideoAutoencoder
+from videoldm.diffusion.guidance import Conditioning, Guider, text_guidance
+from videoldm.diffusion.sampling import Generator, sample_latents
 from videoldm.loading import ModelGeometry
 from videoldm.pipelines import folders
-from videoldm.temporal.layers import frames_to_video, video_to_frames
+from videoldm.pipelines.components import VideoLDMComponents
 from videoldm.text import TextEncoder
 from videoldm.video_unet import VideoUNet
 
@@ -46,35 +48,45 @@ class VideoLDMPipelineOutput(BaseOutput):
 class VideoLDMPipeline:
     """Text-to-video with a Video LDM.
 
-    Args:
-        unet: the `VideoUNet` (image UNet + temporal layers).
-        vae: the image `AutoencoderKL`; frames are decoded one by one unless a temporal decoder is given.
-        text_encoder: a `TextEncoder` (tokenizer + frozen encoder): prompts -> (B, L, D).
-        scheduler: any diffusers scheduler with `set_timesteps` / `scale_model_input` / `step`.
-        temporal_decoder: optional video autoencoder (a `videoldm.autoencoder.VideoAutoencoder` on `vae`)
-            whose `decode(latents, chunk_size=..., image_decoder=...)` maps scaled latents (B, c, T, h, w) to
-            videos (B, 3, T, H, W).
-        text_encoder_marker: the `builtin.json` contents when the text encoder ships inside a package, so that
-            `save_pretrained` writes the marker instead of the weights.
+    Built from the fields of a `VideoLDMComponents` (see there): `unet`, `autoencoder` (a `VideoAutoencoder`,
+    with decoder temporal layers or without: the image decoder), `text_encoder`, `scheduler`,
+    `text_encoder_marker`.
     """
 
     def __init__(
         self,
         *,
         unet: VideoUNet,
-        vae: AutoencoderKL,
+        autoencoder: VideoAutoencoder,
         text_encoder: TextEncoder,
         scheduler: SchedulerMixin,
-        temporal_decoder: Any | None = None,
         text_encoder_marker: dict[str, Any] | None = None,
     ) -> None:
         self.unet = unet.eval()
-        self.vae = vae.eval()
+        self.autoencoder = autoencoder.eval()
         self.text_encoder = text_encoder
         self.scheduler = scheduler
-        self.temporal_decoder = temporal_decoder
         self.text_encoder_marker = text_encoder_marker
         self._progress_bar_config: dict[str, Any] = {}
+
+    @classmethod
+    def from_components(cls, components: VideoLDMComponents) -> VideoLDMPipeline:
+        return cls(**vars(components))
+
+    @property
+    def components(self) -> VideoLDMComponents:
+        return VideoLDMComponents(
+            unet=self.unet,
+            autoencoder=self.autoencoder,
+            text_encoder=self.text_encoder,
+            scheduler=self.scheduler,
+            text_encoder_marker=self.text_encoder_marker,
+        )
+
+    @property
+    def vae(self) -> AutoencoderKL:
+        """The image VAE (the autoencoder's; its latent space is the one the UNet samples in)."""
+        return self.autoencoder.vae
 
     # ------------------------------------------------------------------ folders
     @classmethod
@@ -83,7 +95,9 @@ class VideoLDMPipeline:
     ) -> VideoLDMPipeline:
         """Load a Video LDM folder: `unet/`, `temporal/`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`
         and optionally `temporal_decoder/` (not loaded when `image_decoder` is True). Local files only."""
-        return cls(**folders.load_components(directory, torch_dtype=torch_dtype, image_decoder=image_decoder))
+        return cls.from_components(
+            folders.load_components(directory, torch_dtype=torch_dtype, image_decoder=image_decoder)
+        )
 
     @classmethod
     def from_stable_diffusion(
@@ -91,22 +105,13 @@ class VideoLDMPipeline:
     ) -> VideoLDMPipeline:
         """An image LDM folder (diffusers layout) with fresh temporal layers (`TemporalAdapter` options):
         before training it samples exactly what the image model samples, frame by frame."""
-        return cls(**folders.stable_diffusion_components(directory, torch_dtype=torch_dtype, **temporal_config))
+        return cls.from_components(
+            folders.stable_diffusion_components(directory, torch_dtype=torch_dtype, **temporal_config)
+        )
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write the folder `from_pretrained` reads, atomically (a temporary folder renamed into place)."""
-        return folders.save_components(self, directory)
-
-    @property
-    def components(self) -> dict[str, Any]:
-        return {
-            "unet": self.unet,
-            "vae": self.vae,
-            "text_encoder": self.text_encoder,
-            "scheduler": self.scheduler,
-            "temporal_decoder": self.temporal_decoder,
-            "text_encoder_marker": self.text_encoder_marker,
-        }
+        return folders.save_components(self.components, directory)
 
     # ------------------------------------------------------------------ device and progress bar
     @property
@@ -126,9 +131,8 @@ class VideoLDMPipeline:
         """Move (and cast) every model; returns self."""
         # dtype only when given: diffusers' ModelMixin.to warns whenever a dtype keyword is present
         target = {k: v for k, v in {"device": device, "dtype": dtype}.items() if v is not None}
-        for module in (self.unet, self.vae, self.text_encoder, self.temporal_decoder):
-            if module is not None:
-                module.to(**target)
+        for module in (self.unet, self.autoencoder, self.text_encoder):
+            module.to(**target)
         return self
 
     def set_progress_bar_config(self, **kwargs: Any) -> None:
@@ -174,13 +178,8 @@ class VideoLDMPipeline:
         for name, value in (("num_frames", num_frames), ("num_inference_steps", num_inference_steps)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        multiple = self.geometry.size_multiple
-        for name, value in (("height", height), ("width", width)):
-            if not isinstance(value, int) or value < multiple or value % multiple:
-                raise ValueError(
-                    f"{name} must be a positive multiple of {multiple} (VAE factor {self.vae_scale_factor} x "
-                    f"2^{self.geometry.num_down_blocks - 1} UNet downsamplings), got {value!r}"
-                )
+        self.geometry.check_size("height", height)
+        self.geometry.check_size("width", width)
         if not guidance_scale >= 0:
             raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
         if output_type not in OUTPUT_TYPES:
@@ -220,10 +219,11 @@ class VideoLDMPipeline:
         num_frames: int,
         height: int,
         width: int,
-        generator: torch.Generator | list[torch.Generator] | None = None,
+        generator: Generator = None,
         latents: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Initial noise (B, c, T, h, w), h = height / vae_scale_factor, drawn from `generator` and scaled by
+        """Initial noise (B, c, T, h, w), c = the VAE's latent channels, h = height / vae_scale_factor, drawn from
+        `generator` (one, or a list of B: video i's noise from generator i) and scaled by
         `init_noise_sigma`. Drawn in float32 (on the generator's device): a seed gives the same noise on any
         device and in any dtype (torch draws float16 normals on CPU with other numbers than float32). The latents
         are at least float32 whatever the weights' dtype (float64 weights: float64): the scheduler's updates are
@@ -240,32 +240,20 @@ class VideoLDMPipeline:
     def decode_latents(
         self, latents: torch.Tensor, *, decode_chunk_size: int | None = None, image_decoder: bool = False
     ) -> torch.Tensor:
-        """Scaled latents (B, c, T, h, w) -> videos (B, 3, T, H, W) in [-1, 1].
+        """Scaled latents (B, c, T, h, w) -> videos (B, 3, T, H, W) in [-1, 1], through the autoencoder.
 
-        With a temporal decoder (and not `image_decoder`) all frames of a clip are decoded together (in
-        overlapping chunks of `decode_chunk_size` frames); otherwise the image VAE decodes frame by frame,
+        With decoder temporal layers (and not `image_decoder`) the frames of a clip are decoded together, in
+        overlapping chunks of `decode_chunk_size` frames; otherwise the image decoder decodes frame by frame,
         `decode_chunk_size` frames per call (all at once when None): memory only, the frames are independent.
         """
-        if self.temporal_decoder is not None:
-            video = self.temporal_decoder.decode(latents, chunk_size=decode_chunk_size, image_decoder=image_decoder)
-            return video.clamp(-1, 1)
-        t = latents.shape[2]
-        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
-        frames = video_to_frames(latents.to(self.vae.dtype)) / self.vae.config.scaling_factor + shift
-        step = decode_chunk_size or frames.shape[0]
-        decoded = torch.cat([self.vae.decode(frames[i : i + step]).sample for i in range(0, frames.shape[0], step)])
-        return frames_to_video(decoded, t).clamp(-1, 1)
+        video = self.autoencoder.decode(latents, chunk_size=decode_chunk_size, image_decoder=image_decoder)
+        return video.clamp(-1, 1)
 
     def _denoise(
         self, sample: torch.Tensor, timestep: torch.Tensor, *, image_only: bool, **kwargs: Any
     ) -> torch.Tensor:
         """The UNet in its dtype; the prediction back in the latents' dtype."""
         return self.unet(sample.to(self.dtype), timestep, **kwargs, image_only=image_only).sample.to(sample.dtype)
-
-    def _step_kwargs(self, generator: torch.Generator | list[torch.Generator] | None) -> dict[str, Any]:
-        """Pass the generator to schedulers whose step draws noise (as diffusers' prepare_extra_step_kwargs)."""
-        accepts = inspect.signature(self.scheduler.step).parameters
-        return {"generator": generator} if "generator" in accepts and not isinstance(generator, list) else {}
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
@@ -280,7 +268,7 @@ class VideoLDMPipeline:
         guidance_scale: float = 7.5,
         negative_prompt: str | list[str] | None = None,
         num_videos_per_prompt: int = 1,
-        generator: torch.Generator | list[torch.Generator] | None = None,
+        generator: Generator = None,
         latents: torch.Tensor | None = None,
         context: torch.Tensor | None = None,
         guider: Guider | None = None,
@@ -298,14 +286,16 @@ class VideoLDMPipeline:
             num_frames: T. height, width: pixels (default: unet sample_size x vae_scale_factor).
             guidance_scale: text classifier-free guidance; <= 1 turns it off (one branch, half the compute).
             negative_prompt: the unconditional branch's prompt (default: the empty prompt).
-            generator: seeds the initial noise (and any noise a sampler draws): same seed, same video.
+            generator: seeds the initial noise (and any noise a sampler draws): same seed, same video. A list
+                of B generators (B = prompts x num_videos_per_prompt) seeds each video alone: video i is the
+                video its prompt gives alone with generator i.
             latents: initial noise (B, c, T, h, w) instead of drawing it.
             context: (B, c+1, T, h, w) = (mask * clean latents, mask) for a prediction model (PAPER.md 4).
             guider: a custom guider (e.g. `ContextGuidance`); overrides guidance_scale.
             output_type: "pt" -> (B, 3, T, H, W) in [-1, 1]; "np" -> (B, T, H, W, 3) uint8; "latent".
             decode_chunk_size: frames per VAE decode call (None: all at once).
             image_only: run the same UNet with every alpha = 1 (the image model; the "before alignment" baseline).
-            image_decoder: decode with the image VAE frame by frame even if a temporal decoder is loaded.
+            image_decoder: decode with the image decoder frame by frame even if decoder temporal layers are loaded.
             callback_on_step_end: called as f(pipe, step_index, timestep, {"latents": latents}) after each step;
                 may return {"latents": ...} to replace them.
         """
@@ -356,23 +346,29 @@ class VideoLDMPipeline:
         latents: torch.Tensor,
         cond: Conditioning,
         guider: Guider,
-        generator: torch.Generator | list[torch.Generator] | None,
+        generator: Generator,
         image_only: bool,
         callback: StepCallback | None,
     ) -> torch.Tensor:
-        """The denoising loop over the scheduler's timesteps (already set): latents (B, c, T, h, w) at
-        init_noise_sigma -> clean latents (B, c, T, h, w)."""
-        step_kwargs = self._step_kwargs(generator)
-        model = functools.partial(self._denoise, image_only=image_only)
+        """The denoising loop (`sample_latents`) over the scheduler's timesteps (already set) with this UNet:
+        latents (B, c, T, h, w) at init_noise_sigma -> clean latents (B, c, T, h, w). A method so that
+        benchmarks can time the loop as one stage."""
+
+        def step_end(i: int, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor | None:
+            assert callback is not None
+            return (callback(self, i, t, {"latents": z}) or {}).get("latents")
+
         with self.progress_bar(total=len(self.scheduler.timesteps)) as bar:
-            for i, t in enumerate(self.scheduler.timesteps):
-                model_input = self.scheduler.scale_model_input(latents, t)
-                prediction = guided_prediction(model, guider, model_input, t, cond)
-                latents = self.scheduler.step(prediction, t, latents, **step_kwargs).prev_sample
-                if callback is not None:
-                    latents = (callback(self, i, t, {"latents": latents}) or {}).get("latents", latents)
-                bar.update()
-        return latents
+            return sample_latents(
+                functools.partial(self._denoise, image_only=image_only),
+                self.scheduler,
+                latents,
+                cond=cond,
+                guider=guider,
+                generator=generator,
+                callback=None if callback is None else step_end,
+                progress=bar,
+            )
 
 
 def _repeater(times: int, device: torch.device, dtype: torch.dtype) -> Callable[[torch.Tensor | None], Any]:

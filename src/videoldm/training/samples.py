@@ -49,13 +49,14 @@ def write_samples(stage, cache: VideoCache, step: int, directory: Path, device: 
         return _reconstructions(stage, cache, directory / f"step-{step:07d}.png", device)
     if stage.config.stage == "decoder":
         return _video_reconstructions(stage, cache, directory / f"step-{step:07d}.gif", device)
+    from videoldm.autoencoder import VideoAutoencoder
     from videoldm.pipelines import VideoLDMPipeline
 
     video_unet, image_only = stage.sampling_unet()
     modes = [m.training for m in (video_unet, stage.vae)]
     pipe = VideoLDMPipeline(
         unet=video_unet,
-        vae=stage.vae,
+        autoencoder=VideoAutoencoder.from_vae(stage.vae, image_only=True),  # the image decoder, frame by frame
         text_encoder=CachedTextEncoder(cache),
         scheduler=stage.sampling_scheduler(),
     )

@@ -1,0 +1,90 @@
+"""The sampling loop: one function that every Video LDM pipeline calls (text-to-video now; prediction,
+interpolation and upsampling later), as sgm's sampler takes a guider.
+
+What changes between those pipelines is passed in, not written into the loop:
+- the conditioning (`Conditioning`: text, negative text, context frames) and how its branches are batched and
+  mixed (`Guider`, `videoldm.diffusion.guidance`);
+- the model, a callable `model(sample, t, *, encoder_hidden_states, context) -> prediction` that the caller
+  builds (a closure or `functools.partial`) around its network -- the place for per-call inputs the loop does
+  not know about (see `sample_latents`);
+- the scheduler (any diffusers scheduler: `scale_model_input` / `step`), whose timesteps the caller sets.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import torch
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+from videoldm.diffusion.guidance import Conditioning, Guider, guided_prediction
+
+Denoiser = Callable[..., torch.Tensor]
+"""model(sample (N*B, C_in, T, h, w), t, *, encoder_hidden_states (N*B, L, D) | None, context | None)
+-> prediction (N*B, C, T, h, w), C = the latents' channels."""
+
+Generator = torch.Generator | list[torch.Generator] | None
+StepCallback = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor | None]
+"""callback(step_index, timestep, latents (B, C, T, h, w)) -> replacement latents, or None to keep them."""
+
+
+class Progress(Protocol):
+    """What the loop needs of a progress bar (tqdm has it): one `update()` per step."""
+
+    def update(self, n: int = 1) -> Any: ...
+
+
+def step_kwargs(scheduler: SchedulerMixin, generator: Generator) -> dict[str, Any]:
+    """The generator (one, or a list of B, one per video) for schedulers whose `step` draws noise, as diffusers'
+    `prepare_extra_step_kwargs`: their `randn_tensor` draws video i's noise from generator i, so a video gets
+    the same noise in a batch as alone."""
+    accepts = inspect.signature(scheduler.step).parameters
+    return {"generator": generator} if "generator" in accepts and generator is not None else {}
+
+
+@torch.no_grad()
+def sample_latents(
+    model: Denoiser,
+    scheduler: SchedulerMixin,
+    latents: torch.Tensor,
+    *,
+    cond: Conditioning,
+    guider: Guider,
+    generator: Generator = None,
+    callback: StepCallback | None = None,
+    progress: Progress | None = None,
+) -> torch.Tensor:
+    """Denoise `latents` (B, C, T, h, w) over `scheduler.timesteps` -> clean latents (B, C, T, h, w).
+
+    The caller sets the timesteps (`scheduler.set_timesteps`) and draws `latents` already multiplied by
+    `scheduler.init_noise_sigma`: that sigma depends on the timesteps (Euler), and the initial noise is the
+    caller's (seeded, given, or partly clean frames).
+
+    Each step: `scheduler.scale_model_input`, one call of `model` on the guider's stacked batch (N*B: the N
+    branches stacked on the batch axis, each of size B, in the guider's order), `guider.combine`, then
+    `scheduler.step` with `generator` when the scheduler draws noise (a list: one generator per video).
+
+    Per-call inputs the loop does not know about go into `model`, built by the caller, which receives the
+    stacked batch and so repeats a per-video input N times (`x.repeat(sample.shape[0] // B, ...)`, the order
+    of `guider.prepare`), e.g. an upsampler's
+        model = lambda z, t, **kw: unet(torch.cat([z, low_res.repeat(z.shape[0] // b, 1, 1, 1, 1)], dim=1),
+                                        t, class_labels=noise_level.repeat(z.shape[0] // b), **kw).sample
+    (low-resolution latents (B, C', T, h, w) concatenated to the scaled sample, as diffusers' x4 upscaler;
+    the model still returns C channels, those of the latents the scheduler steps).
+
+    callback(i, t, latents) runs after step i and may return latents to continue from; `progress.update()`
+    runs once per step.
+    """
+    extra = step_kwargs(scheduler, generator)
+    for i, t in enumerate(scheduler.timesteps):
+        model_input = scheduler.scale_model_input(latents, t)
+        prediction = guided_prediction(model, guider, model_input, t, cond)
+        latents = scheduler.step(prediction, t, latents, **extra).prev_sample
+        if callback is not None:
+            replaced = callback(i, t, latents)
+            latents = latents if replaced is None else replaced
+        if progress is not None:
+            progress.update()
+    return latents
