@@ -61,7 +61,8 @@ def test_reconstruct_without_temporal_decoder_uses_the_image_decoder(input_video
         ("bad_input_extension", "unknown extension"),
         ("bad_output_extension", "unknown extension"),
         ("unwritable_output", "cannot create its folder"),
-        ("missing_model", "no vae/ folder"),
+        ("missing_model", "no-model does not exist"),
+        ("model_without_vae", "has no vae/ subfolder"),
         ("bad_chunk", "--chunk-size"),
         ("corrupt_input", "cannot read video"),
     ],
@@ -81,6 +82,9 @@ def test_bad_input_exits_with_code_2_and_writes_nothing(case, message, model_dir
         output = args[2] = tmp_path / "file" / "out.mp4"
     elif case == "missing_model":
         args[4] = tmp_path / "no-model"
+    elif case == "model_without_vae":
+        args[4] = tmp_path / "empty-model"
+        args[4].mkdir()
     elif case == "bad_chunk":
         args += ["--chunk-size", "0"]
     elif case == "corrupt_input":

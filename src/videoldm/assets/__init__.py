@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from videoldm.layout import UNET
+
 SHIPPED_MODEL = "tiny-shapes"
 
 
@@ -13,9 +15,9 @@ def shipped_model_dir() -> Path:
     Raises FileNotFoundError, saying what to do, when the package was built without it.
     """
     folder = Path(__file__).resolve().parent / SHIPPED_MODEL
-    if not (folder / "unet").is_dir():
+    if not (folder / UNET).is_dir():
         raise FileNotFoundError(
-            f"the shipped model is not installed: {folder} has no unet/ folder; train it (see docs/) "
+            f"the shipped model is not installed: {folder} has no {UNET}/ folder; train it (see docs/) "
             "or pass --model DIR"
         )
     return folder

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NoReturn
 
 import typer
+
+from videoldm.layout import VIDEO_LDM_PARTS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Video LDM: align your latents.")
 data_app = typer.Typer(no_args_is_help=True, help="Make or inspect datasets.")
@@ -27,3 +30,15 @@ def fail(message: str) -> NoReturn:
     """Print a one-line error to stderr and exit with code 2 (bad input)."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code=2)
+
+
+def model_dir(model: Path | None, *, parts: tuple[str, ...] = VIDEO_LDM_PARTS) -> Path:
+    """--model, or the shipped model folder when None, checked to hold the subfolders `parts`; a one-line
+    error (exit code 2) naming the missing folder otherwise. Imports lazily: `--help` stays fast."""
+    from videoldm.assets import shipped_model_dir
+    from videoldm.loading import check_model_dir
+
+    try:
+        return check_model_dir(shipped_model_dir() if model is None else model, parts)
+    except FileNotFoundError as err:
+        fail(str(err))

@@ -10,18 +10,7 @@ from typing import Annotated
 
 import typer
 
-from videoldm.cli.app import evaluate_app, fail
-
-
-def _model_dir(model: Path | None) -> Path:
-    from videoldm.assets import shipped_model_dir
-    from videoldm.loading import check_model_dir
-    from videoldm.pipelines.folders import PIPELINE_PARTS
-
-    try:
-        return check_model_dir(shipped_model_dir() if model is None else model, PIPELINE_PARTS)
-    except FileNotFoundError as err:
-        fail(str(err))
+from videoldm.cli.app import evaluate_app, fail, model_dir
 
 
 def _command(model: Path | None, options: dict[str, object]) -> str:
@@ -70,7 +59,7 @@ def shapes_command(
         fail(f"--captions-limit must be in [1, 48], got {captions_limit}")
     if out.exists() and not out.is_dir():
         fail(f"--out {out} exists and is not a folder")
-    model_dir = _model_dir(model)
+    folder = model_dir(model)
 
     from videoldm.data.shapes import all_captions
     from videoldm.evaluation.shapes_eval import ShapesEvalSettings, evaluate_shapes, spread_captions
@@ -86,9 +75,9 @@ def shapes_command(
     )
     captions = all_captions() if captions_limit is None else spread_captions(captions_limit)
     try:
-        result = evaluate_shapes(model_dir, settings=settings, captions=captions, device=device)
+        result = evaluate_shapes(folder, settings=settings, captions=captions, device=device)
     except (OSError, ValueError) as err:
-        fail(f"cannot evaluate {model_dir}: {err}")
+        fail(f"cannot evaluate {folder}: {err}")
     options = {
         "--videos-per-caption": videos_per_caption,
         "--seed": seed,
@@ -103,7 +92,7 @@ def shapes_command(
 
     shown_model = f"shipped: videoldm/assets/{SHIPPED_MODEL}" if model is None else str(model)
     paths = write_report(
-        out, result, command=_command(model, options), model=shown_model, fingerprint=model_fingerprint(model_dir)
+        out, result, command=_command(model, options), model=shown_model, fingerprint=model_fingerprint(folder)
     )
     aligned, image = result.scores["aligned"], result.scores["image-only"]
     typer.echo(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from videoldm.cli.app import app, fail
+from videoldm.cli.app import app, fail, model_dir
 
 
 @app.command()
@@ -44,8 +44,8 @@ def generate(
     output = output or Path(f"videoldm-{seed}.mp4")
     _check_arguments(prompt, num_frames=num_frames, steps=steps, guidance=guidance, fps=fps, scheduler=scheduler)
     _check_output(output)
-    model_dir = _model_dir(model)
-    height, width = _check_size(model_dir, height, width)
+    folder = model_dir(model)
+    height, width = _check_size(folder, height, width)
 
     import torch
 
@@ -57,9 +57,9 @@ def generate(
     from videoldm.pipelines import VideoLDMPipeline
 
     try:
-        pipe = VideoLDMPipeline.from_pretrained(model_dir, image_decoder=image_decoder, torch_dtype=torch_dtype)
+        pipe = VideoLDMPipeline.from_pretrained(folder, image_decoder=image_decoder, torch_dtype=torch_dtype)
     except (OSError, ValueError) as err:
-        fail(f"cannot load model {model_dir}: {err}")
+        fail(f"cannot load model {folder}: {err}")
     if scheduler is not None:
         pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     pipe.to(device)
@@ -127,32 +127,20 @@ def _check_output(output: Path) -> None:
         fail(f"--output {output}: folder {folder} is not writable")
 
 
-def _model_dir(model: Path | None) -> Path:
-    from videoldm.assets import shipped_model_dir
-    from videoldm.loading import check_model_dir
-    from videoldm.pipelines.folders import PIPELINE_PARTS
-
-    try:
-        return check_model_dir(shipped_model_dir() if model is None else model, PIPELINE_PARTS)
-    except FileNotFoundError as err:
-        fail(str(err))
-
-
-def _check_size(model_dir: Path, height: int | None, width: int | None) -> tuple[int, int]:
-    """The video size, defaulting to the model's; both multiples of what the VAE and the UNet can take."""
+def _check_size(folder: Path, height: int | None, width: int | None) -> tuple[int, int]:
+    """The video size, defaulting to the model's; both checked as the pipeline checks them
+    (`ModelGeometry.check_size`), from the folder's configs alone."""
     from videoldm.loading import ModelGeometry
 
     try:
-        geometry = ModelGeometry.read(model_dir)
+        geometry = ModelGeometry.read(folder)
     except (OSError, ValueError, KeyError) as err:
-        fail(f"cannot read the configs of {model_dir}: {err}")
+        fail(f"cannot read the configs of {folder}: {err}")
     default = geometry.default_size
     sizes = {"--height": default if height is None else height, "--width": default if width is None else width}
-    multiple = geometry.size_multiple
     for name, value in sizes.items():
-        if value < multiple or value % multiple:
-            fail(
-                f"{name} must be a positive multiple of {multiple} for this model (VAE factor "
-                f"{geometry.vae_scale_factor} x 2^{geometry.num_down_blocks - 1} UNet downsamplings), got {value}"
-            )
+        try:
+            geometry.check_size(name, value)
+        except ValueError as err:
+            fail(str(err))
     return sizes["--height"], sizes["--width"]

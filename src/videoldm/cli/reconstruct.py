@@ -11,21 +11,8 @@ from typing import Annotated
 
 import typer
 
-from videoldm.cli.app import app, fail
-
-
-def _model_dir(model: Path | None) -> Path:
-    """--model, or the shipped model folder; a clean error when there is none."""
-    if model is not None:
-        if not (model / "vae").is_dir():
-            fail(f"--model {model}: no vae/ folder there (expected a model folder with a diffusers AutoencoderKL)")
-        return model
-    from videoldm.assets import shipped_model_dir
-
-    try:
-        return shipped_model_dir()
-    except FileNotFoundError as err:
-        fail(str(err))
+from videoldm import layout
+from videoldm.cli.app import app, fail, model_dir
 
 
 def _check_paths(input_video: Path, output: Path) -> None:
@@ -64,7 +51,7 @@ def reconstruct(
         fail(f"--chunk-size must be >= 1, got {chunk_size}")
     if max_frames is not None and max_frames < 1:
         fail(f"--max-frames must be >= 1, got {max_frames}")
-    folder = _model_dir(model)
+    folder = model_dir(model, parts=(layout.VAE,))  # only the autoencoder is needed
 
     import torch
 
