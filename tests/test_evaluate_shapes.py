@@ -109,7 +109,7 @@ def test_targets_pass_for_truth_vs_scrambled_and_fail_without_a_gap(truth, tmp_p
     assert grid.shape[2:] == (2 * 132 + 4, 3 * 132 + 4)
 
 
-def test_only_the_issue_targets_decide_pass() -> None:
+def test_only_the_targets_decide_pass() -> None:
     good = dict.fromkeys(FRACTIONS, 1.0) | {"smoothness": 1.0, "videos": 10.0}
     flat = dict.fromkeys(FRACTIONS, 0.5) | {"smoothness": 1.5, "videos": 10.0}  # rough, but less than 2x
     result = checks({"aligned": good, "image-only": flat})

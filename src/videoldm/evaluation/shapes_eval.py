@@ -32,13 +32,13 @@ from videoldm.evaluation.shapes_analysis import analyse_video, match_caption
 
 MODES = ("aligned", "image-only")
 FRACTIONS = ("colour_correct", "shape_correct", "direction_correct", "all_correct", "consistent", "identity")
-# The issue's targets for the aligned model (fractions of videos).
+# The shapes-world targets for the aligned model (fractions of videos).
 TARGETS = {"colour_correct": 0.95, "shape_correct": 0.95, "direction_correct": 0.90, "consistent": 0.95}
 # "Clearly worse on consistency": the image-only fraction of videos that keep one object's identity (same colour
 # and shape in every frame *and* a track, see `VideoAnalysis.identity`) at least this far below the aligned one.
 # Colour and shape alone are pinned by the prompt in both modes, so their gap is reported as an extra check.
 CONSISTENCY_GAP = 0.2
-# Not in the issue, reported beside its targets: per-frame sampling makes the object jump, so the image-only
+# An extra check, reported beside the targets: per-frame sampling makes the object jump, so the image-only
 # centroid track should be at least this many times rougher than the aligned one.
 SMOOTHNESS_RATIO = 2.0
 GRID_CAPTIONS = 6  # columns of the GIF grid
@@ -106,10 +106,10 @@ def generate_videos(
     pipe: Any, samples: Sequence[Sample], *, image_only: bool, settings: ShapesEvalSettings, bar: tqdm | None = None
 ) -> Iterator[tuple[list[Sample], torch.Tensor]]:
     """Generate `samples` in batches of `settings.batch_size` prompts -> (samples, videos (b, 3, T, H, W) in
-    [-1, 1] float32 on the CPU) per batch. Each video's initial noise comes from its own generator."""
+    [-1, 1] float32 on the CPU) per batch. Each video's noise -- the initial noise and any a sampler draws per
+    step -- comes from its own generator, so a video does not depend on the batching."""
     for start in range(0, len(samples), settings.batch_size):
         batch = list(samples[start : start + settings.batch_size])
-        torch.manual_seed(batch[0].seed)  # a sampler that draws noise per step without a generator: reproducible
         frames = pipe(
             [s.caption for s in batch],
             num_frames=settings.num_frames,
@@ -147,7 +147,7 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
 
 
 def checks(scores: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
-    """The issue's targets, each as {name, target, value, passed, extra=False}: the aligned model's fractions and
+    """The targets, each as {name, target, value, passed, extra=False}: the aligned model's fractions and
     the image-only baseline's consistency gap (of identity, see CONSISTENCY_GAP); then, extra=True, the gap of
     colour/shape consistency alone and the smoothness ratio image-only / aligned."""
     aligned, image = scores["aligned"], scores["image-only"]

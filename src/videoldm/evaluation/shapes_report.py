@@ -118,9 +118,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     for check in report["targets"]:
         verdict = "pass" if check["passed"] else "**FAIL**"
-        name = f"{check['name']} (extra, not an issue target)" if check["extra"] else check["name"]
+        name = f"{check['name']} (extra, not a target)" if check["extra"] else check["name"]
         lines.append(f"| {name} | {check['target']} | {_value('', check['value'])} | {verdict} |")
-    lines += ["", f"The issue's targets: {'all met' if report['passed'] else '**not all met**'}.", ""]
+    lines += ["", f"The targets: {'all met' if report['passed'] else '**not all met**'}.", ""]
     lines += _failures(report["videos"]["aligned"])
     lines += [
         "## Plot and samples",
