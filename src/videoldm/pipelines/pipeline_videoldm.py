@@ -332,7 +332,9 @@ class VideoLDMPipeline:
             generator=generator,
             latents=latents,
         )
-        latents = self._sample(latents, cond, guider, generator, image_only, callback_on_step_end)
+        latents = self._sample(
+            latents, cond=cond, guider=guider, generator=generator, image_only=image_only, callback=callback_on_step_end
+        )
         if output_type == "latent":
             frames: torch.Tensor | np.ndarray = latents
         else:
@@ -344,6 +346,7 @@ class VideoLDMPipeline:
     def _sample(
         self,
         latents: torch.Tensor,
+        *,
         cond: Conditioning,
         guider: Guider,
         generator: Generator,
