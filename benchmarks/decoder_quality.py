@@ -21,6 +21,7 @@ import torch
 from benchmarks.common import RESULTS, machine_header, machine_info, markdown_table, shown_path, write_atomic
 from videoldm.autoencoder import VideoAutoencoder
 from videoldm.autoencoder.metrics import psnr, ssim, static_flicker, temporal_flicker
+from videoldm.layout import TEMPORAL_DECODER
 
 HELD_OUT_SEED = 90_001  # the shapes datasets of the configs use small seeds; this one is for evaluation only
 
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> Path:
         from videoldm.assets import shipped_model_dir
 
         args.model = shipped_model_dir()
-    if not (args.model / "temporal_decoder").is_dir():
+    if not (args.model / TEMPORAL_DECODER).is_dir():
         sys.exit(f"error: {args.model} has no temporal_decoder/ folder: train the decoder stage first")
     video_ae = VideoAutoencoder.from_model_dir(args.model)
     if args.videos is not None:

@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 import yaml
 
+from videoldm.text import BUILTIN_MAX_LENGTH
+
 
 class ConfigError(ValueError):
     """A config problem, with the dotted key it concerns."""
@@ -51,7 +53,7 @@ class ModelConfig:
     temporal: dict[str, Any] = field(default_factory=dict)  # TemporalAdapter options for the temporal stage
     temporal_decoder: dict[str, Any] = field(default_factory=dict)  # options for the decoder stage
     text_encoder: str = "builtin:all-MiniLM-L6-v2"  # or a local folder with a transformers model + tokenizer
-    text_max_length: int = 16
+    text_max_length: int = BUILTIN_MAX_LENGTH
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
     num_train_timesteps: int = 1000
 
