@@ -23,16 +23,37 @@ def step_generator(seed: int, step: int, micro: int = 0, rank: int = 0) -> torch
 def pick_clips(
     cache: VideoCache, *, batch_size: int, num_frames: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random videos and start frames: (video index (B,), start (B,))."""
+    """Random videos and clips: (video index (B,), source frames (B, num_frames)).
+
+    A clip is `num_frames` frames every `cache.frame_stride` cached (full-rate) frames from a random start, so
+    key-frame clips start at any frame, not only at multiples of the stride. The draws are the same as for
+    consecutive frames (one video, then one start per clip), so stride-1 batches are what they always were.
+    """
+    span = (num_frames - 1) * cache.frame_stride + 1
     total = cache.pixels.shape[2]
+    if span > total:
+        raise ValueError(
+            f"a clip of {num_frames} frames every {cache.frame_stride} source frames spans {span} frames, but the "
+            f"cache holds {total} per video (data.cache_frames)"
+        )
     videos = torch.randint(len(cache), (batch_size,), generator=generator)
-    starts = torch.randint(total - num_frames + 1, (batch_size,), generator=generator)
-    return videos, starts
+    starts = torch.randint(total - span + 1, (batch_size,), generator=generator)
+    return videos, starts[:, None] + cache.frame_stride * torch.arange(num_frames)[None]
 
 
-def gather_clips(source: torch.Tensor, videos: torch.Tensor, starts: torch.Tensor, num_frames: int) -> torch.Tensor:
-    """source (N, C, T_all, H, W) -> clips (B, C, num_frames, H, W)."""
-    frames = starts[:, None] + torch.arange(num_frames)[None]
+def gather_clips(source: torch.Tensor, videos: torch.Tensor, frames: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """source (N, C, T_all, H, W) -> clips (B, C, num_frames, H, W).
+
+    `frames`: each clip's source frames (B, num_frames), as `pick_clips` returns them, or start frames (B,) of
+    consecutive frames.
+    """
+    if frames.ndim == 1:
+        frames = frames[:, None] + torch.arange(num_frames)[None]
+    if frames.shape != (len(videos), num_frames):
+        raise ValueError(
+            f"frames must be (B,) starts or (B, num_frames) = ({len(videos)}, {num_frames}) indices, "
+            f"got {tuple(frames.shape)}"
+        )
     clips = source[videos[:, None], :, frames]  # (B, T, C, H, W): advanced indices come first
     return clips.permute(0, 2, 1, 3, 4)
 

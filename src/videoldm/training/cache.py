@@ -1,14 +1,16 @@
 """Decode (and encode) a video dataset once, so training steps cost only the model.
 
-On a CPU the frozen VAE and text encoder cost more than a tiny UNet step; the cache holds, per video,
-`cache_frames` frames as uint8 pixels, their VAE latents (fp16) and an index into the unique caption
-embeddings. Training clips are cut from the cache (`batches.py`). The cache file is written atomically and
-reused when its key (the data config, the VAE and the text encoder) matches.
+On a CPU the frozen VAE and text encoder cost more than a tiny UNet step; the cache holds, per video, the first
+`cache_frames` source frames at the full frame rate as uint8 pixels, their VAE latents (fp16) and an index into
+the unique caption embeddings. Training clips -- `num_frames` frames every `frame_stride` frames from any start --
+are cut from it at batch time (`batches.py`). Each cache file is written atomically and reused when its key
+(what its content depends on: the data, the VAE's encoder, the text encoder) matches.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -29,20 +31,27 @@ logger = logging.getLogger(__name__)
 @dataclass
 class VideoCache:
     """pixels (N, 3, T, H, W) uint8; latents (N, c, T, h, w) fp16 or None; text (K+1, L, D) fp16 or None with
-    row 0 the empty prompt (for caption dropout); text_index (N,) rows of `text`; captions (N)."""
+    row 0 the empty prompt (for caption dropout); text_index (N,) rows of `text`; captions (N). T counts source
+    frames; a clip takes every `frame_stride`-th of them (`batches.pick_clips`)."""
 
     captions: list[str]
     pixels: torch.Tensor
     latents: torch.Tensor | None = None
     text: torch.Tensor | None = None
     text_index: torch.Tensor | None = None
+    frame_stride: int = 1
 
     def __len__(self) -> int:
         return len(self.captions)
 
 
 def load_videos(data: DataConfig) -> tuple[list[str], torch.Tensor]:
-    """Decode the first `cache_frames` frames (at `frame_stride`) of every readable video -> captions, uint8."""
+    """Decode the first `cache_frames` source frames of every readable video -> captions, uint8 (N, 3, T, H, W).
+
+    Full rate, not strided: clips take every `frame_stride`-th frame from any start at batch time. Videos too
+    short for the cache are counted in one warning (not one line each); if none is long enough, one error says
+    how many frames are needed and why.
+    """
     from videoldm.data.video_folder import VideoFolderDataset
 
     dataset = VideoFolderDataset(
@@ -50,23 +59,51 @@ def load_videos(data: DataConfig) -> tuple[list[str], torch.Tensor]:
         captions=data.captions or data.videos / "captions.csv",
         num_frames=data.cache_frames,
         size=data.size,
-        frame_stride=data.frame_stride,
         random_start=False,
     )
     count = len(dataset) if data.max_videos is None else min(len(dataset), data.max_videos)
-    captions, clips = [], []
+    captions, clips, short = [], [], []
     for i in tqdm(range(count), desc="decoding videos", leave=False):
+        length = _frame_count(dataset, i)
+        if length is not None and length < data.cache_frames:
+            short.append(length)
+            continue
         sample = dataset.load(i)
-        if sample is None:  # unreadable or too short: counted and reported by the dataset
+        if sample is None:  # unreadable: counted and reported by the dataset, one line per file
             continue
         captions.append(sample["caption"])
         clips.append(((sample["video"].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
     summary = dataset.report()
     if summary:
         logger.warning(summary)
+    if short:
+        message = f"{len(short)} of {count} videos in {data.videos} are too short: {_frames_needed(data, short)}"
+        if not clips:
+            raise ValueError(message)
+        logger.warning("skipped %s", message)
     if not clips:
-        raise ValueError(f"no readable videos of >= {data.cache_frames} frames in {data.videos}")
+        raise ValueError(f"no readable videos in {data.videos}")
     return captions, torch.stack(clips)
+
+
+def _frame_count(dataset, index: int) -> int | None:
+    """The video's frame count, or None when it cannot be probed (then `dataset.load` reports why)."""
+    from videoldm.data.common import SkipItem
+    from videoldm.io import VideoReadError, probe_video
+
+    try:
+        return probe_video(dataset.resolve(index)).num_frames
+    except (SkipItem, VideoReadError):
+        return None
+
+
+def _frames_needed(data: DataConfig, lengths: list[int]) -> str:
+    return (
+        f"the cache needs {data.cache_frames} source frames per video (data.cache_frames; a clip of "
+        f"data.num_frames={data.num_frames} frames every data.frame_stride={data.frame_stride} frames spans "
+        f"{data.clip_span} of them, from any start), they have {min(lengths)}-{max(lengths)}: lower "
+        f"data.cache_frames (>= {data.clip_span}), num_frames or frame_stride, or use longer videos"
+    )
 
 
 @torch.no_grad()
@@ -98,10 +135,12 @@ def cache_key(*parts: object) -> str:
 
 def data_key(data: DataConfig) -> str:
     """What the decoded pixels depend on -- the captions table's content and the decoding settings, not the
-    folder's absolute path, so a cache moves between machines with the dataset."""
+    folder's absolute path, so a cache moves between machines with the dataset. Not `frame_stride`: the cache
+    holds full-rate frames (the 1 keeps the keys of caches written before, when stride 1 was the only full
+    rate, so they are reused)."""
     captions = data.captions or data.videos / "captions.csv"
     table = hashlib.sha256(captions.read_bytes()).hexdigest()
-    return cache_key(table, data.size, data.cache_frames, data.frame_stride, data.max_videos)
+    return cache_key(table, data.size, data.cache_frames, 1, data.max_videos)
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
@@ -135,12 +174,14 @@ def prepare_cache(stage, config: RunConfig, *, is_main: bool, wait: Callable[[],
         text_key = cache_key(dkey, stage.text_encoder_id(), config.model.text_max_length)
         files["text"] = root / f"text-{text_key}.safetensors"
     if stage.needs_latents:
-        files["latents"] = root / f"latents-{cache_key(dkey, weights_fingerprint(stage.vae_dir()))}.safetensors"
+        files["latents"] = root / f"latents-{cache_key(dkey, vae_fingerprint(stage.vae_dir()))}.safetensors"
     if is_main:
         _build_missing(stage, config, files)
     wait()
     pixels, meta = load_tensors(files["pixels"])
-    cache = VideoCache(captions=json.loads(meta["captions"]), pixels=pixels["pixels"])
+    cache = VideoCache(
+        captions=json.loads(meta["captions"]), pixels=pixels["pixels"], frame_stride=config.data.frame_stride
+    )
     if "text" in files:
         text, _ = load_tensors(files["text"])
         cache.text, cache.text_index = text["text"], text["text_index"]
@@ -162,11 +203,41 @@ def _build_missing(stage, config: RunConfig, files: dict[str, Path]) -> None:
         save_tensors(files["latents"], {"latents": encode_latents(stage.vae, loaded["pixels"])}, {})
 
 
-def weights_fingerprint(directory: Path) -> str:
-    """A hash of a model folder's weights: latents are re-encoded when the VAE changes (not when it is copied)."""
-    digest = hashlib.sha256()
+# The VAE's parts that make the latents: `encode` runs the encoder and quant_conv (the posterior's mode).
+_ENCODER_PREFIXES = ("encoder.", "quant_conv.")
+
+
+def vae_fingerprint(directory: Path) -> str:
+    """A hash of what cached latents depend on: the VAE's config (diffusers' defaults filled in, its bookkeeping
+    `_` keys dropped) and its encoder + quant_conv weights as float32 values -- not the files' bytes. The stages
+    load a VAE in float32, so the shipped fp16 VAE and an export's fp32 copy of it encode alike and share a key;
+    a changed decoder (the decoder stage) keeps it too."""
+    from diffusers import AutoencoderKL
+    from safetensors import safe_open
+
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"VAE folder {directory} has no config.json")
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(AutoencoderKL.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    config = {**defaults, **json.loads(config_file.read_text())}
+    digest = hashlib.sha256(
+        json.dumps({k: v for k, v in config.items() if not k.startswith("_")}, sort_keys=True, default=str).encode()
+    )
+    tensors = 0
     for path in sorted(directory.glob("*.safetensors")):
-        if path.is_file():
-            digest.update(path.name.encode())
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
+        with safe_open(str(path), "pt") as f:
+            names = list(f.keys())  # a safetensors handle is not iterable
+            for name in sorted(k for k in names if k.startswith(_ENCODER_PREFIXES)):
+                value = f.get_tensor(name).float().contiguous()
+                digest.update(f"{name}{tuple(value.shape)}".encode())
+                digest.update(value.numpy().tobytes())
+                tensors += 1
+    if tensors == 0:
+        raise ValueError(
+            f"VAE folder {directory}: no encoder weights (encoder.* / quant_conv.*) in its *.safetensors files"
+        )
     return digest.hexdigest()[:16]

@@ -29,7 +29,9 @@ class DataConfig:
     """Where the videos are and how clips are cut from them.
 
     The dataset is decoded (and, for latent stages, VAE-encoded) once into a cache under the run's output
-    folder; training clips of `num_frames` frames are drawn from the `cache_frames` cached frames per video.
+    folder: the first `cache_frames` source frames of every video, at the full frame rate. A training clip is
+    `num_frames` frames taken every `frame_stride` source frames from any start in the cache, so it spans
+    `clip_span` source frames and `cache_frames` must be at least that (8 key frames every 16th frame: 113).
     """
 
     videos: Path
@@ -41,6 +43,11 @@ class DataConfig:
     max_videos: int | None = None
     random_flip: bool = False  # off for the shapes world: a flip turns "moving left" into "moving right"
     cache_dir: Path | None = None  # default: output_dir/cache; stages may share one
+
+    @property
+    def clip_span(self) -> int:
+        """Source frames a training clip covers, first to last."""
+        return (self.num_frames - 1) * self.frame_stride + 1
 
 
 @dataclass
@@ -141,14 +148,23 @@ def _check(config: RunConfig) -> None:
         raise ConfigError(f"model.pretrained: folder {config.model.pretrained} does not exist")
     if config.optim.lpips_weights is not None and not config.optim.lpips_weights.is_file():
         raise ConfigError(f"optim.lpips_weights: file {config.optim.lpips_weights} does not exist")
-    if config.data.num_frames > config.data.cache_frames:
-        raise ConfigError(
-            f"data.num_frames ({config.data.num_frames}) exceeds data.cache_frames ({config.data.cache_frames})"
-        )
+    _check_data(config.data)
     _check_timestep_range(config)
     for key in ("max_steps", "batch_size", "gradient_accumulation_steps", "checkpoint_every", "log_every"):
         if getattr(config.train, key) < 1:
             raise ConfigError(f"train.{key}: must be >= 1, got {getattr(config.train, key)}")
+
+
+def _check_data(data: DataConfig) -> None:
+    for key in ("num_frames", "cache_frames", "frame_stride"):
+        if getattr(data, key) < 1:
+            raise ConfigError(f"data.{key}: must be >= 1, got {getattr(data, key)}")
+    if data.clip_span > data.cache_frames:
+        raise ConfigError(
+            f"data.cache_frames ({data.cache_frames}) counts source frames, and a clip of data.num_frames "
+            f"({data.num_frames}) frames every data.frame_stride ({data.frame_stride}) source frames spans "
+            f"{data.clip_span}: set data.cache_frames >= {data.clip_span} (the videos need that many frames)"
+        )
 
 
 def _check_timestep_range(config: RunConfig) -> None:
