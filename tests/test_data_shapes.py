@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 from collections import Counter
 
 import numpy as np
@@ -11,10 +12,15 @@ import torch
 from typer.testing import CliRunner
 
 from videoldm.cli import app
+from videoldm.data import shapes as shapes_module
 from videoldm.data.shapes import (
     COLOURS,
     DIRECTIONS,
+    PAPER_FRAMES,
+    PAPER_KEYFRAME_STRIDE,
+    PAPER_SPEED,
     SHAPES,
+    ShapesClip,
     all_captions,
     balanced_captions,
     parse_caption,
@@ -22,7 +28,7 @@ from videoldm.data.shapes import (
     sample_clip,
     write_shapes_dataset,
 )
-from videoldm.io import read_video
+from videoldm.io import read_video, to_uint8
 
 
 def read_table(folder) -> list[dict[str, str]]:
@@ -173,3 +179,116 @@ def test_cli_rejects_a_file_as_output(tmp_path):
     result = CliRunner().invoke(app, ["data", "shapes", "--out", str(tmp_path / "f"), "--videos", "1", "--seed", "0"])
     assert result.exit_code == 2
     assert "not a folder" in result.output
+
+
+# Computed with the code before speed / wrap options existed (commit f451ebc): the defaults keep today's clips.
+PINNED_FILES = "82920751c875c68fc834c0d2add605a22f73237121aac2b86b2521e188626e76"
+PINNED_PIXELS = "7b45bbafa10d4cfef0e4cb888b9331386fc36c4e41048ef2f1f57ccca28dff57"
+
+
+def test_defaults_keep_todays_files_and_pixels(tmp_path):
+    args = ["--videos", "6", "--seed", "11", "--frames", "12", "--size", "32"]
+    result = CliRunner().invoke(app, ["data", "shapes", "--out", str(tmp_path / "s"), *args])
+    assert result.exit_code == 0, result.output
+    files = hashlib.sha256()
+    for path in sorted((tmp_path / "s").iterdir()):
+        files.update(path.name.encode())
+        files.update(path.read_bytes())
+    pixels = hashlib.sha256()  # independent of the video encoder's version
+    for i, caption in enumerate(balanced_captions(6, seed=11)):
+        clip = sample_clip(*parse_caption(caption), rng=np.random.default_rng([11, i]), num_frames=12, size=32)
+        pixels.update(to_uint8(clip.render()).tobytes())
+    assert pixels.hexdigest() == PINNED_PIXELS
+    assert files.hexdigest() == PINNED_FILES
+
+
+def saturated_centroids(video: torch.Tensor) -> torch.Tensor:
+    """(T, 2) centre of mass (x, y) of the object's saturated pixels."""
+    rgb = (video + 1) / 2
+    weight = ((rgb.amax(0) - rgb.amin(0)) > 0.3).double()
+    ys, xs = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    return torch.stack([(weight * xs).sum((1, 2)), (weight * ys).sum((1, 2))], 1) / weight.sum((1, 2))[:, None]
+
+
+def test_paper_rates_move_a_latent_pixel_per_key_frame_and_stay_in_view():
+    assert (PAPER_FRAMES - 1) % PAPER_KEYFRAME_STRIDE == 0 and (PAPER_FRAMES - 1) // PAPER_KEYFRAME_STRIDE == 7
+    for i, caption in enumerate(all_captions()):
+        clip = sample_clip(*parse_caption(caption), rng=np.random.default_rng(i), num_frames=113, speed=PAPER_SPEED)
+        assert PAPER_SPEED[0] <= clip.speed <= PAPER_SPEED[1] <= 0.4  # sub-pixel at the full rate, not slowed
+        assert clip.speed * PAPER_KEYFRAME_STRIDE >= 4  # >= one latent pixel (the VAE's factor 4) per key frame
+        centres, half = clip.centres(), clip.object_size / 2
+        assert centres.min() - half >= 0 and centres.max() + half <= 64
+    video = sample_clip("red", "square", "left", rng=np.random.default_rng(0), num_frames=113, speed=PAPER_SPEED)
+    keys = saturated_centroids(video.render()[:, ::PAPER_KEYFRAME_STRIDE])  # the 8 key frames
+    assert keys.shape == (8, 2)
+    steps = keys.diff(dim=0)
+    assert (steps[:, 0] <= -3.5).all() and (steps[:, 1].abs() < 0.5).all()  # leftwards, >= ~4 px each
+
+
+def test_speed_option_scales_and_is_checked():
+    clip = sample_clip("red", "circle", "up", rng=np.random.default_rng(1), num_frames=8, speed=(2.0, 2.0))
+    assert clip.speed == 2.0
+    scaled = sample_clip("red", "circle", "up", rng=np.random.default_rng(1), num_frames=8, size=128, speed=(2.0, 2.0))
+    assert scaled.speed == 4.0  # px per frame at size 64, scaled with the size
+    # Too fast to stay in view: slowed down to cross the allowed range exactly (rounding once made numpy fail).
+    fast = sample_clip("red", "circle", "up", rng=np.random.default_rng(1), size=128, speed=(2.0, 2.0))
+    assert fast.speed < 4.0 and fast.centres()[:, 1].min() >= 1 + fast.object_size / 2 - 1e-9
+    for bad in [(0.0, 1.0), (1.0, 0.5), (-1.0, 1.0)]:
+        with pytest.raises(ValueError, match="speed must be"):
+            sample_clip("red", "circle", "up", rng=np.random.default_rng(1), speed=bad)
+
+
+def wrapped(start: tuple[float, float], **fields) -> ShapesClip:
+    base = {"colour": "blue", "shape": "square", "direction": "right", "object_size": 16.0, "speed": 1.0}
+    base |= {"grey": 0.5, "gradient": (0.0, 0.0), "num_frames": 1, "size": 64, "wrap": True}
+    return ShapesClip(start=start, **(base | fields))
+
+
+def test_wrap_draws_the_object_at_its_centre_modulo_the_frame():
+    inside = wrapped((64 + 30.0, -64 + 20.0))
+    assert torch.equal(inside.render(), wrapped((30.0, 20.0), wrap=False).render())
+    # Centred on the corner: a quarter of the square in each corner, none elsewhere, nothing lost.
+    cover = shapes_module._coverage(wrapped((0.0, 0.0)))[0]
+    assert cover.sum() == 256
+    for rows in (slice(0, 8), slice(56, 64)):
+        for cols in (slice(0, 8), slice(56, 64)):
+            assert cover[rows, cols].sum() == 64
+    assert cover[8:56].sum() == 0 and cover[:, 8:56].sum() == 0
+
+
+def test_wrapped_clips_keep_speed_and_the_whole_object_in_every_frame():
+    for caption in ("a red circle moving right", "a green triangle moving up", "a blue square moving left"):
+        clip = sample_clip(*parse_caption(caption), rng=np.random.default_rng(3), num_frames=150, wrap=True)
+        assert 0.75 <= clip.speed <= 1.25 and clip.wrap  # long clips are not slowed down
+        cover = shapes_module._coverage(clip)  # 150 frames: more than one chunk
+        area = cover.sum((1, 2))
+        assert (area - area.mean()).abs().max() < 0.02 * area.mean()  # never clipped at an edge
+        travel = clip.centres()[-1] - clip.centres()[0]
+        assert np.abs(travel - np.array(DIRECTIONS[clip.direction]) * clip.speed * 149).max() < 1e-9
+        assert np.abs(travel).max() > 64  # it went once round the world
+
+
+def test_rendering_in_chunks_changes_no_pixel(monkeypatch):
+    clip = sample_clip("yellow", "triangle", "down", rng=np.random.default_rng(4), num_frames=70, size=32)
+    chunked = clip.render()
+    monkeypatch.setattr(shapes_module, "_CHUNK_FRAMES", 1000)
+    assert torch.equal(chunked, clip.render())
+
+
+def test_cli_writes_paper_rate_wrapping_clips(tmp_path):
+    args = ["--videos", "1", "--seed", "2", "--frames", "20", "--size", "32", "--speed", "0.25", "0.375", "--wrap"]
+    result = CliRunner().invoke(app, ["data", "shapes", "--out", str(tmp_path / "s"), *args])
+    assert result.exit_code == 0, result.output
+    video, _ = read_video(tmp_path / "s" / "00000.mp4")
+    caption = read_table(tmp_path / "s")[0]["caption"]
+    expected = render_shapes_video(
+        *parse_caption(caption),
+        rng=np.random.default_rng([2, 0]),
+        num_frames=20,
+        size=32,
+        speed=(0.25, 0.375),
+        wrap=True,
+    )
+    assert (video - expected).abs().mean() < 0.02
+    bad = CliRunner().invoke(app, ["data", "shapes", "--out", str(tmp_path / "t"), *args[:6], "--speed", "1", "0.5"])
+    assert bad.exit_code == 2 and "--speed" in bad.output and not (tmp_path / "t").exists()

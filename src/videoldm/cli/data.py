@@ -14,9 +14,20 @@ def shapes(
     out: Path = typer.Option(..., "--out", help="Output folder (created; existing clips are overwritten)."),
     videos: int = typer.Option(..., "--videos", help="Number of clips (balanced over the 48 captions)."),
     seed: int = typer.Option(..., "--seed", help="Same seed, same files."),
-    frames: int = typer.Option(32, "--frames", help="Frames per clip."),
+    frames: int = typer.Option(32, "--frames", help="Frames per clip (the paper's rates: 113 = 8 key frames, x16)."),
     size: int = typer.Option(64, "--size", help="Frame height and width in pixels."),
     fps: float = typer.Option(8.0, "--fps", help="Frame rate stored in the mp4 files."),
+    speed: tuple[float, float] = typer.Option(
+        (0.75, 1.25),
+        "--speed",
+        metavar="MIN MAX",
+        help="Object speed range, px per frame at size 64 (scaled with --size). The paper's rates: 0.25 0.375 "
+        "with --frames 113 (>= 4 px, one latent pixel, between key frames 16 frames apart). Without --wrap a "
+        "clip too long for its speed is slowed down to keep the object in view.",
+    ),
+    wrap: bool = typer.Option(
+        False, "--wrap", help="A world that wraps around: the object leaves one edge and re-enters at the opposite."
+    ),
 ) -> None:
     """Write the shapes world: mp4 clips + captions.csv ('a red circle moving right', ...). Prints the folder."""
     if videos < 1:
@@ -27,11 +38,16 @@ def shapes(
         fail(f"--size must be >= 24 (the object is 14-20 px at size 64), got {size}")
     if fps <= 0:
         fail(f"--fps must be > 0, got {fps}")
+    if not 0 < speed[0] <= speed[1] or speed[1] == float("inf"):
+        fail(f"--speed MIN MAX must satisfy 0 < MIN <= MAX (px per frame at size 64), got {speed[0]} {speed[1]}")
     if out.exists() and not out.is_dir():
         fail(f"--out {out} exists and is not a folder")
     from videoldm.data.shapes import write_shapes_dataset
 
-    typer.echo(str(write_shapes_dataset(out, videos=videos, seed=seed, num_frames=frames, size=size, fps=fps)))
+    folder = write_shapes_dataset(
+        out, videos=videos, seed=seed, num_frames=frames, size=size, fps=fps, speed=speed, wrap=wrap
+    )
+    typer.echo(str(folder))
 
 
 @data_app.command()

@@ -3,8 +3,16 @@
 Each clip shows one object -- a circle, square or triangle in red, green, blue or yellow -- moving at constant
 speed left, right, up or down over a grey background (a random grey level plus a smooth grey gradient, so no
 saturated colour but the object's). The caption is exactly `a {colour} {shape} moving {direction}`: 48 captions.
-The object stays fully inside the frame for the whole clip. The dataset is written as real mp4 files plus
-`captions.csv` (columns `path,caption`), so it goes through the same loader as real data.
+The object stays fully inside the frame for the whole clip -- or, with `wrap`, the world is a torus: the object
+leaves one edge and re-enters at the opposite one (long videos need it: no speed keeps an object in view for 1,000
+frames and still moves it). The dataset is written as real mp4 files plus `captions.csv` (columns
+`path,caption`), so it goes through the same loader as real data.
+
+Frame rates: by default the object moves 0.75-1.25 px per frame (at size 64), so consecutive frames differ by
+about a quarter of a latent pixel (the VAE downsamples by 4). The paper's text-to-video model sees 8 key frames
+at a low rate and interpolates 3 frames between each pair twice (8 -> 29 -> 113 frames, PAPER.md section 5):
+`PAPER_FRAMES` frames with `PAPER_SPEED` move the object by >= 4 px (one latent pixel) between key frames (every
+`PAPER_KEYFRAME_STRIDE`-th frame), by a sub-pixel step between full-rate frames, and keep it in view.
 
 Everything is a function of the seed: clip i draws from `numpy.random.default_rng([seed, i])`, so the same seed
 gives byte-identical files and a bigger dataset starts with the smaller one's clips.
@@ -36,6 +44,12 @@ DIRECTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up"
 
 OBJECT_SIZE = (14.0, 20.0)  # pixels at size 64 (circle diameter, square side, triangle base and height)
 SPEED = (0.75, 1.25)  # pixels per frame at size 64
+# The paper's rates: 8 key frames every 16th frame span 7 * 16 + 1 = 113 frames. 0.25-0.375 px per frame is
+# 4-6 px (1-1.5 latent pixels) per key frame, and at most 0.375 * 112 = 42 px of travel fits the narrowest
+# allowed centre range (64 - 2 * MARGIN - 20 px object = 42 px), so no clip is slowed down to stay in view.
+PAPER_FRAMES = 113
+PAPER_KEYFRAME_STRIDE = 16
+PAPER_SPEED = (0.25, 0.375)
 MARGIN = 1.0  # pixels between the object and the frame edge, at the closest
 _SUPERSAMPLE = 4  # sub-pixel samples per axis: anti-aliased edges and sub-pixel motion
 
@@ -68,6 +82,8 @@ class ShapesClip:
     """Everything that defines one clip; `render()` turns it into pixels.
 
     Positions are the object's centre in pixels (x right, y down) at frame 0; it moves `speed` px per frame.
+    With `wrap` the frame is a torus: the object is drawn at its centre modulo `size` on both axes, so a part
+    past one edge shows at the opposite one.
     """
 
     colour: str
@@ -80,13 +96,15 @@ class ShapesClip:
     gradient: tuple[float, float]  # background grey change across the frame along x and y
     num_frames: int
     size: int
+    wrap: bool = False
 
     @property
     def caption(self) -> str:
         return f"a {self.colour} {self.shape} moving {self.direction}"
 
     def centres(self) -> np.ndarray:
-        """(T, 2) the object's centre (x, y) in pixel coordinates (pixel i covers [i, i+1)) per frame."""
+        """(T, 2) the object's centre (x, y) in pixel coordinates (pixel i covers [i, i+1)) per frame; with
+        `wrap` not reduced modulo `size` (a continuous track: displacement is a difference of centres)."""
         dx, dy = DIRECTIONS[self.direction]
         steps = np.arange(self.num_frames, dtype=np.float64)[:, None] * self.speed
         return np.asarray(self.start)[None] + steps * np.array([dx, dy], dtype=np.float64)[None]
@@ -97,21 +115,42 @@ class ShapesClip:
 
 
 def sample_clip(
-    colour: str, shape: str, direction: str, *, rng: np.random.Generator, num_frames: int = 32, size: int = 64
+    colour: str,
+    shape: str,
+    direction: str,
+    *,
+    rng: np.random.Generator,
+    num_frames: int = 32,
+    size: int = 64,
+    speed: tuple[float, float] = SPEED,
+    wrap: bool = False,
 ) -> ShapesClip:
-    """Draw object size, speed, start position and background for a clip that keeps the object fully visible."""
+    """Draw object size, speed, start position and background for a clip.
+
+    `speed` (min, max) is in px per frame at size 64 (scaled with `size`). Without `wrap` the object stays fully
+    visible: a clip too long for its speed is slowed down to fit. With `wrap` it starts anywhere and keeps its
+    speed. The draws without `wrap` are today's, in today's order: same seed, same clip.
+    """
     parse_caption(f"a {colour} {shape} moving {direction}")  # validates the three words
     if num_frames < 2 or size < 24:
         raise ValueError(f"need num_frames >= 2 and size >= 24, got num_frames={num_frames}, size={size}")
+    check_speed(speed)
     scale = size / 64
     extent = rng.uniform(*OBJECT_SIZE) * scale
-    lo, hi = MARGIN + extent / 2, size - MARGIN - extent / 2  # allowed centre range along each axis
-    speed = min(rng.uniform(*SPEED) * scale, (hi - lo) / (num_frames - 1))  # long clips slow down to fit
-    travel = speed * (num_frames - 1)
-    along = rng.uniform(lo, hi - travel)  # start position on the motion axis, before orienting it
-    across = rng.uniform(lo, hi)
     dx, dy = DIRECTIONS[direction]
-    on_axis = along if dx + dy > 0 else size - along  # moving towards 0: start from the far side
+    if wrap:
+        # Any start on the torus; the speed is never reduced (there is no edge to stay inside).
+        step = rng.uniform(*speed) * scale
+        on_axis, across = rng.uniform(0, size), rng.uniform(0, size)
+    else:
+        lo, hi = MARGIN + extent / 2, size - MARGIN - extent / 2  # allowed centre range along each axis
+        step = min(rng.uniform(*speed) * scale, (hi - lo) / (num_frames - 1))  # long clips slow down to fit
+        travel = step * (num_frames - 1)
+        # Start position on the motion axis, before orienting it. A slowed-down clip travels exactly hi - lo, and
+        # rounding can put hi - travel a hair below lo (numpy refuses high < low): max() changes no other draw.
+        along = rng.uniform(lo, max(lo, hi - travel))
+        across = rng.uniform(lo, hi)
+        on_axis = along if dx + dy > 0 else size - along  # moving towards 0: start from the far side
     start = (on_axis, across) if dx else (across, on_axis)
     grey = rng.uniform(0.25, 0.75)
     angle = rng.uniform(0, 2 * math.pi)
@@ -121,22 +160,44 @@ def sample_clip(
         shape=shape,
         direction=direction,
         object_size=float(extent),
-        speed=float(speed),
+        speed=float(step),
         start=(float(start[0]), float(start[1])),
         grey=float(grey),
         gradient=(float(amplitude * math.cos(angle)), float(amplitude * math.sin(angle))),
         num_frames=num_frames,
         size=size,
+        wrap=wrap,
     )
+
+
+def check_speed(speed: tuple[float, float]) -> None:
+    """ValueError unless `speed` is (min, max) px per frame with 0 < min <= max (a caption says 'moving')."""
+    if len(speed) != 2 or not 0 < speed[0] <= speed[1] or not math.isfinite(speed[1]):
+        raise ValueError(f"speed must be (min, max) px per frame at size 64 with 0 < min <= max, got {speed}")
+
+
+# Frames rendered at once: bounds the supersampled masks' memory for long videos (1,000 frames at size 64 would
+# be ~1 GB at once); every frame is computed on its own, so the chunking does not change a pixel.
+_CHUNK_FRAMES = 64
 
 
 def _coverage(clip: ShapesClip) -> torch.Tensor:
     """(T, H, W) fraction of each pixel covered by the object, from supersampled inside tests."""
+    centres = torch.from_numpy(clip.centres())
+    chunks = [_coverage_of(clip, centres[i : i + _CHUNK_FRAMES]) for i in range(0, len(centres), _CHUNK_FRAMES)]
+    return torch.cat(chunks)
+
+
+def _coverage_of(clip: ShapesClip, centres: torch.Tensor) -> torch.Tensor:
     s, n = _SUPERSAMPLE, clip.size
     coords = (torch.arange(n * s, dtype=torch.float64) + 0.5) / s
-    centres = torch.from_numpy(clip.centres())
     x = coords[None, None, :] - centres[:, 0, None, None]  # (T, 1, W*s)
     y = coords[None, :, None] - centres[:, 1, None, None]  # (T, H*s, 1)
+    if clip.wrap:
+        # The offset to the nearest copy of the centre on the torus, in [-n/2, n/2): the object (<= 20/64 of
+        # the frame) is drawn whole, split across the edges when it straddles them.
+        x = torch.remainder(x + n / 2, n) - n / 2
+        y = torch.remainder(y + n / 2, n) - n / 2
     half = clip.object_size / 2
     if clip.shape == "circle":
         inside = x**2 + y**2 <= half**2
@@ -145,7 +206,7 @@ def _coverage(clip: ShapesClip) -> torch.Tensor:
     else:  # isosceles triangle pointing up, base = height = object_size: half the bounding box
         rel = (y + half) / clip.object_size  # 0 at the apex, 1 at the base
         inside = (rel >= 0) & (rel <= 1) & (x.abs() <= half * rel)
-    inside = inside.expand(clip.num_frames, n * s, n * s).float()  # coverage k/16 is exact in float32
+    inside = inside.expand(len(centres), n * s, n * s).float()  # coverage k/16 is exact in float32
     return torch.nn.functional.avg_pool2d(inside, s).double()
 
 
@@ -167,10 +228,13 @@ def render_shapes_video(
     rng: np.random.Generator | int,
     num_frames: int = 32,
     size: int = 64,
+    speed: tuple[float, float] = SPEED,
+    wrap: bool = False,
 ) -> torch.Tensor:
     """Render one clip without writing files -> (C, T, H, W) float in [-1, 1], C = 3."""
     rng = np.random.default_rng(rng) if isinstance(rng, int) else rng
-    return sample_clip(colour, shape, direction, rng=rng, num_frames=num_frames, size=size).render()
+    clip = sample_clip(colour, shape, direction, rng=rng, num_frames=num_frames, size=size, speed=speed, wrap=wrap)
+    return clip.render()
 
 
 def balanced_captions(count: int, *, seed: int) -> list[str]:
@@ -184,11 +248,21 @@ def balanced_captions(count: int, *, seed: int) -> list[str]:
 
 
 def write_shapes_dataset(
-    out_dir: str | Path, *, videos: int, seed: int, num_frames: int = 32, size: int = 64, fps: float = 8
+    out_dir: str | Path,
+    *,
+    videos: int,
+    seed: int,
+    num_frames: int = 32,
+    size: int = 64,
+    fps: float = 8,
+    speed: tuple[float, float] = SPEED,
+    wrap: bool = False,
 ) -> Path:
-    """Write `videos` clips as `{i:05d}.mp4` plus `captions.csv` (path,caption) into `out_dir`; returns it."""
+    """Write `videos` clips as `{i:05d}.mp4` plus `captions.csv` (path,caption) into `out_dir`; returns it.
+    `speed` and `wrap` as for `sample_clip`."""
     if videos < 1:
         raise ValueError(f"videos must be >= 1, got {videos}")
+    check_speed(speed)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"output folder {out_dir} exists and is not a folder")
@@ -197,7 +271,7 @@ def write_shapes_dataset(
     for i, caption in enumerate(balanced_captions(videos, seed=seed)):
         colour, shape, direction = parse_caption(caption)
         rng = np.random.default_rng([seed, i])
-        clip = sample_clip(colour, shape, direction, rng=rng, num_frames=num_frames, size=size)
+        clip = sample_clip(colour, shape, direction, rng=rng, num_frames=num_frames, size=size, speed=speed, wrap=wrap)
         name = f"{i:05d}.mp4"
         write_video(out_dir / name, clip.render(), fps=fps)
         rows.append((name, caption))
