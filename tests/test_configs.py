@@ -78,3 +78,13 @@ def test_train_cli_says_which_file_it_read_and_rejects_unknown_names(tmp_path, m
 def test_train_cli_help_lists_the_registered_stages():
     help_text = get_command(app).commands["train"].help
     assert ", ".join(STAGES) in help_text
+
+
+def test_train_cli_help_names_every_shipped_config_and_no_missing_folder():
+    (argument,) = [p for p in get_command(app).commands["train"].params if p.name == "config"]
+    for name in SHIPPED:
+        assert name in argument.help, name
+    assert "src/videoldm/configs/" not in argument.help  # a checkout's folder: not there after pip install
+    result = CliRunner().invoke(app, ["train", "--help"], terminal_width=400)
+    assert result.exit_code == 0
+    assert "tiny-shapes/temporal-continue" in result.output

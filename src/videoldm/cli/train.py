@@ -9,14 +9,16 @@ from __future__ import annotations
 import typer
 
 from videoldm.cli.app import app, fail
+from videoldm.configs import shipped_configs
 from videoldm.training.stages import STAGES
+
+# The help lists the configs that ship in the package (read from its folder, so it cannot name a missing one).
+_CONFIG_HELP = f"A stage config: a YAML file, or the name of a shipped config: {', '.join(shipped_configs())}."
 
 
 @app.command(help=f"Train one stage ({', '.join(STAGES)}); exports OUTPUT_DIR/model/.")
 def train(
-    config: str = typer.Argument(
-        ..., help="A stage config: a YAML file, or a shipped config's name such as tiny-shapes/temporal."
-    ),
+    config: str = typer.Argument(..., help=_CONFIG_HELP),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in output_dir."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Override train.max_steps."),
     max_minutes: float | None = typer.Option(None, "--max-minutes", help="Override train.max_minutes."),

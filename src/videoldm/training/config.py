@@ -52,12 +52,19 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """What to train. Which keys matter depends on the stage (see the shipped configs)."""
+    """What to train. Which keys matter depends on the stage (see the shipped configs).
+
+    Temporal stage: on an image LDM folder it builds new temporal layers from `temporal`'s options; on a Video
+    LDM folder (one with `temporal/`) it continues the saved layers, and `temporal` must be left out. With
+    `fresh_temporal: true` it ignores the folder's `temporal/` and builds new, zero-initialised layers from
+    `temporal`'s options on the folder's `unet/` (e.g. other options than the saved ones).
+    """
 
     pretrained: Path | None = None  # a model folder from the previous stage (vae/, unet/, text_encoder/, ...)
     vae: dict[str, Any] | None = None  # AutoencoderKL config for the autoencoder stage
     unet: dict[str, Any] | None = None  # image stage: a fresh UNet2DConditionModel (else pretrained/unet/ is tuned)
     temporal: dict[str, Any] = field(default_factory=dict)  # TemporalAdapter options for the temporal stage
+    fresh_temporal: bool = False  # temporal stage only: new layers even when pretrained/ has temporal/
     temporal_decoder: dict[str, Any] = field(default_factory=dict)  # options for the decoder stage
     text_encoder: str = "builtin:all-MiniLM-L6-v2"  # or a local folder with a transformers model + tokenizer
     text_max_length: int = BUILTIN_MAX_LENGTH
@@ -83,9 +90,13 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
+    """How long and how to train. `mixed_precision: no` may be written unquoted: YAML reads it as false, and
+    false means "no" here (an unquoted `yes` / `on` / `true` is a ConfigError asking for a quoted choice)."""
+
     max_steps: int = 1000
     batch_size: int = 8
     gradient_accumulation_steps: int = 1
+    # An unquoted `no` (YAML's boolean false) is read as "no"; an unquoted yes / on / true is an error.
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     gradient_checkpointing: bool = False
     ema_decay: float | None = None
@@ -150,6 +161,10 @@ def _check(config: RunConfig) -> None:
         raise ConfigError(f"optim.lpips_weights: file {config.optim.lpips_weights} does not exist")
     _check_data(config.data)
     _check_timestep_range(config)
+    # Only the temporal stage builds temporal layers (of the UNet): elsewhere the key would be silently ignored.
+    # A name, not an import: the stages import this module.
+    if config.model.fresh_temporal and config.stage != "temporal":
+        raise ConfigError(f"model.fresh_temporal: only used by stage 'temporal', got stage {config.stage!r}")
     for key in ("max_steps", "batch_size", "gradient_accumulation_steps", "checkpoint_every", "log_every"):
         if getattr(config.train, key) < 1:
             raise ConfigError(f"train.{key}: must be >= 1, got {getattr(config.train, key)}")
@@ -215,9 +230,7 @@ def _coerce(tp: Any, value: Any, key: str, base: Path) -> Any:
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return _build(tp, value, f"{key}.", base)
     if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise ConfigError(f"{key}: expected one of {list(typing.get_args(tp))}, got {value!r}")
-        return value
+        return _literal(typing.get_args(tp), value, key)
     if tp is Path:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a path string, got {value!r}")
@@ -233,6 +246,23 @@ def _coerce(tp: Any, value: Any, key: str, base: Path) -> Any:
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return value
     return _scalar(tp, value, key)
+
+
+def _literal(choices: tuple[Any, ...], value: Any, key: str) -> Any:
+    # YAML 1.1 (PyYAML) reads unquoted no / off / false as False and yes / on / true as True. A choice named
+    # "no" (train.mixed_precision) is what an unquoted `no` means; any other boolean is an unquoted word that
+    # was meant as a string: say to quote it rather than print "got False".
+    if isinstance(value, bool):
+        if value is False and "no" in choices:
+            return "no"
+        raise ConfigError(
+            f"{key}: expected one of {list(choices)}, got the YAML boolean {str(value).lower()} (unquoted yes / no /"
+            f" on / off / true / false are booleans in YAML): quote the value, e.g. {key.rsplit('.', 1)[-1]}: "
+            f'"{choices[0]}"'
+        )
+    if value not in choices:
+        raise ConfigError(f"{key}: expected one of {list(choices)}, got {value!r}")
+    return value
 
 
 def _scalar(tp: Any, value: Any, key: str) -> Any:

@@ -14,6 +14,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -105,6 +106,20 @@ class Trainer:
         if self.ema is not None:
             self.ema.load_state_dict(states["ema"])
         self.accelerator.print(f"resumed from {checkpoint} at step {self.step}")
+        self._apply_config_hyperparameters()
+
+    def _apply_config_hyperparameters(self) -> None:
+        """The config's optimiser settings win over the checkpoint's (which load_state_dict restored): a resumed
+        run with a new `optim.lr` trains at it. The moment estimates and the step count are kept."""
+        opt = self.config.optim
+        wanted = {"lr": opt.lr, "betas": tuple(opt.betas), "weight_decay": opt.weight_decay}
+        changes = apply_hyperparameters(self.optimizer, self.lr_scheduler, wanted, prefix="optim.")
+        if self.adversary_optimizer is not None:
+            changes += apply_hyperparameters(self.adversary_optimizer, None, {"lr": opt.disc_lr}, prefix="optim.disc_")
+        if changes:
+            message = f"optimiser settings changed since the checkpoint, using the config's: {', '.join(changes)}"
+            logger.warning(message)
+            self.accelerator.print(message)
 
     # ---------------------------------------------------------------------------------------------- loop
     def fit(self, *, resume: bool = False) -> Path:
@@ -119,19 +134,23 @@ class Trainer:
             self.ema.to(self.accelerator.device)
         self.accelerator.init_trackers("logs", config=_flat(self.config.to_dict()))
         bar = tqdm(
-            total=cfg.max_steps,
-            initial=self.step,
+            **progress_settings(step=self.step, max_steps=cfg.max_steps, max_minutes=cfg.max_minutes),
             desc=f"train {self.config.stage}",
             disable=not self.accelerator.is_main_process,
         )
         fault = int(os.environ.get(FAULT_ENV, "0"))
-        deadline = time.monotonic() + 60 * cfg.max_minutes if cfg.max_minutes else None
+        began = time.monotonic()
+        deadline = began + 60 * cfg.max_minutes if cfg.max_minutes else None
         while self.step < cfg.max_steps:
             started = time.perf_counter()
             loss = self._optimisation_step(module, optimizer, cache)
             self.step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.lr_scheduler.get_last_lr()[0]:.2e}")
+            # A time budget's bar advances by seconds spent (at most to its end), else by one step.
+            bar.update(1 if deadline is None else min(bar.total, time.monotonic() - began) - bar.n)
+            lr = f"{self.lr_scheduler.get_last_lr()[0]:.2e}"
+            bar.set_postfix(
+                loss=f"{loss:.4f}", lr=lr, **({} if deadline is None else {"step": f"{self.step}/{cfg.max_steps}"})
+            )
             if self.step % cfg.log_every == 0:
                 self.accelerator.log(
                     {
@@ -239,6 +258,51 @@ class Trainer:
             replace_dir(tmp, final)
         self.accelerator.wait_for_everyone()
         return final
+
+
+def apply_hyperparameters(
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR | None,
+    wanted: dict[str, Any],
+    *,
+    prefix: str,
+) -> list[str]:
+    """Set `wanted` (lr, betas, weight_decay) on every param group of a loaded optimiser; returns the changes as
+    "optim.lr 0.001 -> 0.0002". `lr` is the base lr: the scheduler's `base_lrs` (a LambdaLR restores them from
+    its state dict, and every later step computes base_lr * lambda(step) from them) and the group's `initial_lr`
+    change with it, and the group's current lr becomes the new base lr times the schedule's factor now."""
+    changes = []
+    for key, value in wanted.items():
+        old = scheduler.base_lrs[0] if key == "lr" and scheduler is not None else optimizer.param_groups[0][key]
+        if (tuple(old) if isinstance(old, list | tuple) else old) != value:
+            changes.append(f"{prefix}{key} {old} -> {value}")
+        for group in optimizer.param_groups:
+            if key != "lr":
+                group[key] = value
+            elif scheduler is None:
+                group["lr"] = value
+    if "lr" in wanted and scheduler is not None:
+        lr = wanted["lr"]
+        scheduler.base_lrs = [lr] * len(optimizer.param_groups)
+        for i, group in enumerate(optimizer.param_groups):
+            group["initial_lr"] = lr
+            group["lr"] = lr * scheduler.lr_lambdas[i](scheduler.last_epoch)
+        scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]  # what get_last_lr() reports
+    return changes
+
+
+def progress_settings(*, step: int, max_steps: int, max_minutes: float | None) -> dict[str, Any]:
+    """The progress bar's tqdm arguments. Without a time budget it counts steps to `max_steps`. With one, the
+    run ends at the budget long before `max_steps` (often a large "until the budget stops it" number), so the
+    bar counts the budget's seconds instead: its ETA is the time left. The step count goes in the postfix."""
+    if not max_minutes:  # as the deadline in fit(): None or 0 is no budget
+        return {"total": max_steps, "initial": step, "unit": "step"}
+    return {
+        "total": max(1, round(60 * max_minutes)),
+        "initial": 0,  # the budget is this process's wall time, also when resuming
+        "unit": "s",
+        "bar_format": "{l_bar}{bar}| {n:.0f}/{total} s of the time budget [{elapsed}<{remaining}{postfix}]",
+    }
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

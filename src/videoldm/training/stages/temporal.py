@@ -2,7 +2,8 @@
 
 One noise level per clip; optionally a share of the clips trained as images through `image_only_indicator`.
 Starts from an image LDM folder (new temporal layers with `model.temporal`'s options) or continues a Video
-LDM folder's temporal layers. The export is a Video LDM model folder.
+LDM folder's temporal layers; `model.fresh_temporal: true` builds new layers on a Video LDM folder's `unet/`
+instead. The export is a Video LDM model folder.
 """
 
 from __future__ import annotations
@@ -25,16 +26,23 @@ class TemporalStage(DiffusionStage):
     @classmethod
     def check_config(cls, config: RunConfig) -> None:
         cls.require_pretrained(config)
-        if config.model.temporal and (config.model.pretrained / layout.TEMPORAL).is_dir():
+        if config.model.temporal and cls._continues(config):
             # Continuing takes the options from the folder's temporal/: different ones would not load.
             raise ConfigError(
-                f"model.temporal: {config.model.pretrained} already has temporal layers; leave the options out"
+                f"model.temporal: {config.model.pretrained} already has temporal layers; leave the options out to "
+                "continue them, or set model.fresh_temporal: true to train new ones with these options"
             )
+
+    @staticmethod
+    def _continues(config: RunConfig) -> bool:
+        """Whether the stage loads the folder's saved temporal layers (else it builds new ones)."""
+        assert config.model.pretrained is not None
+        return not config.model.fresh_temporal and (config.model.pretrained / layout.TEMPORAL).is_dir()
 
     def __init__(self, config: RunConfig) -> None:
         super().__init__(config)
         self.vae = self._load_vae()
-        if (config.model.pretrained / layout.TEMPORAL).is_dir():
+        if self._continues(config):
             self.video_unet = VideoUNet.from_pretrained(config.model.pretrained)
         else:
             unet = UNet2DConditionModel.from_pretrained(self._pretrained(layout.UNET), local_files_only=True)
