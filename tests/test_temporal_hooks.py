@@ -118,3 +118,25 @@ def test_the_backbones_own_checkpointing_is_refused_for_a_video_forward():
         video_unet(sample, 10, encoder_hidden_states=text)
     video_unet.enable_gradient_checkpointing()  # ours replaces diffusers' function: fine
     video_unet(sample, 10, encoder_hidden_states=text)
+
+
+def test_pooled_text_reaches_the_temporal_residual_blocks_and_a_fresh_model_is_still_the_image_model():
+    unet = tiny_unet()
+    video_unet = VideoUNet.from_image_unet(unet, pooled_text_channels=True, kernel_size=(3, 3, 3))
+    assert video_unet.temporal.config.pooled_text_channels == unet.config.cross_attention_dim
+    g = torch.Generator().manual_seed(0)
+    sample, text = torch.randn(1, 4, 4, 8, 8, generator=g), torch.randn(1, 5, 32, generator=g)
+    with torch.no_grad():
+        fresh = video_unet(sample, 10, encoder_hidden_states=text).sample
+        image = video_unet(sample, 10, encoder_hidden_states=text, image_only=True).sample
+    torch.testing.assert_close(fresh, image)
+    perturb(video_unet)
+    video_unet.freeze_spatial()
+    video_unet(sample, 10, encoder_hidden_states=text).sample.square().mean().backward()
+    resnets = [layer for layer in video_unet.temporal.layers.values() if layer.kind == "resnet"]
+    assert resnets and all(layer.block.text_proj.weight.grad.abs().sum() > 0 for layer in resnets)
+    block = resnets[0].block
+    x = torch.randn(1, block.conv1.in_channels, 4, 8, 8, generator=g)
+    t1, t2 = torch.randn(2, 1, 32, generator=g)
+    with torch.no_grad():
+        assert not torch.equal(block(x, text=t1), block(x, text=t2)), "the pooled text changes the block's output"

@@ -59,6 +59,8 @@ class VideoUNet(VideoBackbone):
         else:
             if temporal_config.get("context_in_channels") is True:
                 temporal_config["context_in_channels"] = unet.config.out_channels + 1
+            if temporal_config.get("pooled_text_channels") is True:
+                temporal_config["pooled_text_channels"] = unet.config.cross_attention_dim
             adapter = TemporalAdapter(layer_specs=temporal_layer_specs(unet), **temporal_config)
         if (unet.device, unet.dtype) != (adapter.device, adapter.dtype):
             adapter = adapter.to(device=unet.device, dtype=unet.dtype)

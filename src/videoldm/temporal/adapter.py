@@ -95,7 +95,9 @@ class TemporalLayer(nn.Module):
             ctx = frames_to_video(self.context_proj(context.to(frames.dtype)), num_frames)
         if self.kind == "resnet":
             temb_video = None if temb is None else temb.reshape(-1, num_frames, temb.shape[-1])
-            temporal = self.block(video, temb=temb_video, context=ctx)
+            # the prompt as one vector: the mean over its token states (how MiniLM-style encoders pool)
+            pooled = None if text is None or self.block.text_proj is None else text.mean(dim=1).to(frames.dtype)
+            temporal = self.block(video, temb=temb_video, context=ctx, text=pooled)
         elif self.kind == "transformer":
             temporal = self.block(video, encoder_hidden_states=text, context=ctx)
         else:
@@ -293,6 +295,10 @@ class TemporalAdapter(TemporalAdapterBase):
         attention_chunk_size: temporal attention processes its B*H*W token batch in chunks of this size.
         temporal_norm: the temporal layers' GroupNorm statistics: "clip" (over all frames: the shipped model's)
             or "frame" (each frame on its own: layers local in time, for conv-in-time and chunked sampling).
+        pooled_text_channels: D of the text states (B, L, D); when set, the temporal residual blocks also get the
+            mean of the text states beside the time embedding (without it the prompt reaches the temporal layers
+            only through the transformers' cross-attention). `from_image_unet(unet, pooled_text_channels=True)`
+            takes the UNet's cross_attention_dim.
     """
 
     _supports_gradient_checkpointing = True
@@ -312,6 +318,7 @@ class TemporalAdapter(TemporalAdapterBase):
         context_channels: int = 64,
         attention_chunk_size: int = 16384,
         temporal_norm: str = "clip",
+        pooled_text_channels: int | None = None,
     ) -> None:
         super().__init__()
         if tuple(kernel_size) not in ((3, 1, 1), (3, 3, 3), (1, 1, 1)):
@@ -327,6 +334,7 @@ class TemporalAdapter(TemporalAdapterBase):
             "alpha_init_logit": alpha_init_logit,
             "attention_chunk_size": attention_chunk_size,
             "temporal_norm": temporal_norm,
+            "pooled_text_channels": pooled_text_channels,
         }
         self._build_layers(layer_specs, options, context_channels=context_channels if context_in_channels else None)
         self.context_encoder = None
@@ -350,6 +358,7 @@ class TemporalAdapter(TemporalAdapterBase):
                 kernel_size=options["kernel_size"],
                 num_groups=spec["num_groups"],
                 norm=options["temporal_norm"],
+                text_channels=options["pooled_text_channels"],
             )
         return TemporalTransformerBlock(
             channels=spec["channels"],

@@ -143,7 +143,9 @@ class TemporalResBlock(nn.Module):
     Kernel (3, 1, 1) mixes frames only; (3, 3, 3) mixes space too. The last convolution is zero-initialised,
     so a fresh block returns its input. An optional `context` feature map (B, C, T, H, W) enters the residual
     branch beside the time embedding (the prediction / interpolation conditioning of PAPER.md section 4).
-    `norm`: "clip" or "frame" statistics (see the module docstring).
+    `norm`: "clip" or "frame" statistics (see the module docstring). With `text_channels`, a pooled text
+    embedding (B, D) enters beside the time embedding, so the block that can move features (a (3, 3, 3) kernel
+    shifts them by a pixel per frame) also knows where the prompt says to move them.
     """
 
     def __init__(
@@ -154,6 +156,7 @@ class TemporalResBlock(nn.Module):
         kernel_size: tuple[int, int, int] = (3, 1, 1),
         num_groups: int = 32,
         norm: str = "clip",
+        text_channels: int | None = None,
         dropout: float = 0.0,
         eps: float = 1e-6,
     ) -> None:
@@ -162,6 +165,7 @@ class TemporalResBlock(nn.Module):
         self.norm1 = temporal_group_norm(norm, channels, num_groups, eps)
         self.conv1 = nn.Conv3d(channels, channels, kernel_size, padding=padding)
         self.time_emb_proj = nn.Linear(temb_channels, channels) if temb_channels else None
+        self.text_proj = nn.Linear(text_channels, channels) if text_channels else None
         self.norm2 = temporal_group_norm(norm, channels, num_groups, eps)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv3d(channels, channels, kernel_size, padding=padding)
@@ -176,11 +180,15 @@ class TemporalResBlock(nn.Module):
         *,
         temb: torch.Tensor | None = None,
         context: torch.Tensor | None = None,
+        text: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x: (B, C, T, H, W); temb: (B, T, D) per-frame time embedding; context: (B, C, T, H, W)."""
+        """x: (B, C, T, H, W); temb: (B, T, D) per-frame time embedding; context: (B, C, T, H, W);
+        text: (B, D') pooled text embedding (used when the block has `text_proj`)."""
         h = self.conv1(F.silu(self.norm1(x)))
         if temb is not None and self.time_emb_proj is not None:
             h = h + self.time_emb_proj(F.silu(temb)).permute(0, 2, 1)[..., None, None]
+        if text is not None and self.text_proj is not None:
+            h = h + self.text_proj(F.silu(text))[:, :, None, None, None]
         if context is not None:
             h = h + context
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
