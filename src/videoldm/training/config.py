@@ -103,6 +103,9 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     sample_every: int | None = None
+    # Diffusion stages on shapes-world data: the direction probe (evaluation/direction_probe.py: do the four
+    # direction words give four motions from one noise?) every N steps, printed and logged beside the loss.
+    probe_every: int | None = None
     log_every: int = 10
     seed: int = 0
     caption_dropout: float = 0.1

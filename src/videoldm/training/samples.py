@@ -3,15 +3,19 @@
 Samples use the cached caption embeddings, so a run whose text cache was built elsewhere needs no text
 encoder; the current (not EMA) weights; DDIM with 25 steps and a fixed seed, so grids of successive
 checkpoints are comparable. Written to `output_dir/samples/step-NNNNNNN.gif` (videos, prompts side by side)
-or `.png` (autoencoder reconstructions).
+or `.png` (autoencoder reconstructions). `probe_direction` runs the shapes-world direction probe the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
+from videoldm.data.shapes import DIRECTIONS
+from videoldm.evaluation.direction_probe import GROUPS, ProbeResult, direction_probe
 from videoldm.io import write_image_grid, write_video
 from videoldm.training import batches as B
 from videoldm.training.cache import VideoCache
@@ -41,6 +45,33 @@ def sample_prompts(cache: VideoCache) -> list[str]:
     return sorted(set(cache.captions))[:: max(1, len(set(cache.captions)) // NUM_PROMPTS)][:NUM_PROMPTS]
 
 
+def sampling_pipeline(stage, text_encoder) -> tuple[object, bool]:
+    """A `VideoLDMPipeline` on a diffusion stage's current (training) weights, decoding with the image decoder,
+    and whether to run it image-only (the image stage: independent frames). Callers restore train mode."""
+    from videoldm.autoencoder import VideoAutoencoder
+    from videoldm.pipelines import VideoLDMPipeline
+
+    video_unet, image_only = stage.sampling_unet()
+    pipe = VideoLDMPipeline(
+        unet=video_unet,
+        autoencoder=VideoAutoencoder.from_vae(stage.vae, image_only=True),  # the image decoder, frame by frame
+        text_encoder=text_encoder,
+        scheduler=stage.sampling_scheduler(),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, image_only
+
+
+@contextlib.contextmanager
+def _eval_mode(*modules: torch.nn.Module) -> Iterator[None]:
+    modes = [m.training for m in modules]
+    try:
+        yield
+    finally:
+        for module, mode in zip(modules, modes, strict=True):
+            module.train(mode)
+
+
 @torch.no_grad()
 def write_samples(stage, cache: VideoCache, step: int, directory: Path, device: torch.device) -> Path:
     """Write this step's sample grid for `stage`; returns its path."""
@@ -49,29 +80,31 @@ def write_samples(stage, cache: VideoCache, step: int, directory: Path, device: 
         return _reconstructions(stage, cache, directory / f"step-{step:07d}.png", device)
     if stage.config.stage == "decoder":
         return _video_reconstructions(stage, cache, directory / f"step-{step:07d}.gif", device)
-    from videoldm.autoencoder import VideoAutoencoder
-    from videoldm.pipelines import VideoLDMPipeline
-
-    video_unet, image_only = stage.sampling_unet()
-    modes = [m.training for m in (video_unet, stage.vae)]
-    pipe = VideoLDMPipeline(
-        unet=video_unet,
-        autoencoder=VideoAutoencoder.from_vae(stage.vae, image_only=True),  # the image decoder, frame by frame
-        text_encoder=CachedTextEncoder(cache),
-        scheduler=stage.sampling_scheduler(),
-    )
-    pipe.set_progress_bar_config(disable=True)
-    frames = pipe(
-        sample_prompts(cache),
-        num_frames=stage.config.data.num_frames,
-        guidance_scale=5.0,
-        generator=torch.Generator().manual_seed(0),
-        image_only=image_only,
-    ).frames  # (B, 3, T, H, W)
-    for module, mode in zip((video_unet, stage.vae), modes, strict=True):
-        module.train(mode)
+    with _eval_mode(stage.sampling_unet()[0], stage.vae):
+        pipe, image_only = sampling_pipeline(stage, CachedTextEncoder(cache))
+        frames = pipe(
+            sample_prompts(cache),
+            num_frames=stage.config.data.num_frames,
+            guidance_scale=5.0,
+            generator=torch.Generator().manual_seed(0),
+            image_only=image_only,
+        ).frames  # (B, 3, T, H, W)
     side_by_side = torch.cat(list(frames.float().cpu()), dim=-1)  # (3, T, H, B*W)
     return write_video(directory / f"step-{step:07d}.gif", side_by_side, fps=8)
+
+
+@torch.no_grad()
+def probe_direction(stage, cache: VideoCache) -> ProbeResult | None:
+    """The direction probe (`videoldm.evaluation.direction_probe`) on the stage's current weights, with the
+    cached caption embeddings, over the probe's colour/shape groups whose four captions the dataset has (None
+    when it has none: not a shapes-world dataset)."""
+    text = CachedTextEncoder(cache)
+    groups = [g for g in GROUPS if all(f"a {g[0]} {g[1]} moving {d}" in text.rows for d in DIRECTIONS)]
+    if not groups:
+        return None
+    with _eval_mode(stage.sampling_unet()[0], stage.vae):
+        pipe, image_only = sampling_pipeline(stage, text)
+        return direction_probe(pipe, groups=groups, num_frames=stage.config.data.num_frames, image_only=image_only)
 
 
 def _reconstructions(stage, cache: VideoCache, path: Path, device: torch.device) -> Path:

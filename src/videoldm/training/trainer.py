@@ -26,7 +26,7 @@ from videoldm.training import cache as C
 from videoldm.training.batches import step_generator
 from videoldm.training.checkpoint import latest_checkpoint, load_checkpoint, replace_dir, save_checkpoint
 from videoldm.training.config import RunConfig
-from videoldm.training.samples import write_samples
+from videoldm.training.samples import probe_direction, write_samples
 from videoldm.training.stages import Stage, build_stage
 
 logger = logging.getLogger(__name__)
@@ -162,6 +162,8 @@ class Trainer:
                 )
             if cfg.sample_every and self.step % cfg.sample_every == 0 and acc.is_main_process:
                 write_samples(self.stage, cache, self.step, self.out / "samples", acc.device)
+            if cfg.probe_every and self.step % cfg.probe_every == 0 and acc.is_main_process:
+                self._probe(cache)
             out_of_time = deadline is not None and self._all_ranks_agree(time.monotonic() > deadline)
             if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps or out_of_time:
                 self.checkpoint()
@@ -174,6 +176,16 @@ class Trainer:
         model = self.export(cache)
         self.accelerator.end_training()  # also ends the process group: last
         return model
+
+    def _probe(self, cache: C.VideoCache) -> None:
+        """The direction probe on the current weights: one line printed, its fractions logged as probe/*."""
+        started = time.perf_counter()
+        result = probe_direction(self.stage, cache)
+        if result is None:
+            self.accelerator.print(f"step {self.step}: direction probe skipped: no shapes-world captions in the data")
+            return
+        self.accelerator.print(f"step {self.step}: {result.line()} ({time.perf_counter() - started:.0f} s)")
+        self.accelerator.log({f"probe/{k}": v for k, v in result.summary().items()}, step=self.step)
 
     def _optimisation_step(self, module, optimizer, cache: C.VideoCache) -> float:
         cfg = self.config.train

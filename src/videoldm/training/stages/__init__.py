@@ -29,7 +29,10 @@ def stage_class(config: RunConfig) -> type[Stage]:
     """The class of `config.stage`; a ConfigError naming `stage` and the known names when there is none."""
     if config.stage not in STAGES:
         raise ConfigError(f"stage: expected one of {list(STAGES)}, got {config.stage!r}")
-    return STAGES[config.stage]
+    cls = STAGES[config.stage]
+    if config.train.probe_every and not issubclass(cls, DiffusionStage):
+        raise ConfigError(f"train.probe_every: the direction probe samples videos; stage {config.stage!r} does not")
+    return cls
 
 
 def load_config(path: str | Path) -> RunConfig:
