@@ -18,6 +18,7 @@ SHIPPED = [
     "tiny-shapes/autoencoder",
     "tiny-shapes/decoder",
     "tiny-shapes/image",
+    "tiny-shapes/keyframes",
     "tiny-shapes/temporal",
     "tiny-shapes/temporal-continue",
 ]
