@@ -164,10 +164,6 @@ def _check(config: RunConfig) -> None:
         raise ConfigError(f"optim.lpips_weights: file {config.optim.lpips_weights} does not exist")
     _check_data(config.data)
     _check_timestep_range(config)
-    # Only the temporal stage builds temporal layers (of the UNet): elsewhere the key would be silently ignored.
-    # A name, not an import: the stages import this module.
-    if config.model.fresh_temporal and config.stage != "temporal":
-        raise ConfigError(f"model.fresh_temporal: only used by stage 'temporal', got stage {config.stage!r}")
     for key in ("max_steps", "batch_size", "gradient_accumulation_steps", "checkpoint_every", "log_every"):
         if getattr(config.train, key) < 1:
             raise ConfigError(f"train.{key}: must be >= 1, got {getattr(config.train, key)}")

@@ -30,8 +30,11 @@ def stage_class(config: RunConfig) -> type[Stage]:
     if config.stage not in STAGES:
         raise ConfigError(f"stage: expected one of {list(STAGES)}, got {config.stage!r}")
     cls = STAGES[config.stage]
+    # Keys only some stages read: elsewhere they would be silently ignored.
     if config.train.probe_every and not issubclass(cls, DiffusionStage):
         raise ConfigError(f"train.probe_every: the direction probe samples videos; stage {config.stage!r} does not")
+    if config.model.fresh_temporal and not issubclass(cls, TemporalStage):
+        raise ConfigError(f"model.fresh_temporal: only used by stage 'temporal', got stage {config.stage!r}")
     return cls
 
 
