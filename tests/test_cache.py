@@ -12,21 +12,14 @@ import pytest
 import torch
 from diffusers import AutoencoderKL
 
+import test_training
 from videoldm.data.shapes import write_shapes_dataset
 from videoldm.io import read_video, write_video
 from videoldm.training import batches as B
 from videoldm.training.cache import VideoCache, cache_key, data_key, load_videos, prepare_cache, vae_fingerprint
 from videoldm.training.config import ConfigError, DataConfig, RunConfig, _check_data
 
-TINY_VAE = {
-    "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D"],
-    "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D"],
-    "block_out_channels": [8, 16],
-    "layers_per_block": 1,
-    "latent_channels": 4,
-    "norm_num_groups": 4,
-    "sample_size": 16,
-}
+TINY_VAE = {**test_training.TINY_VAE, "sample_size": 16}
 
 
 def counting_cache(videos: int = 3, frames: int = 32, *, frame_stride: int = 1) -> VideoCache:
