@@ -99,6 +99,9 @@ class VideoBackbone(nn.Module):
         self.gradient_checkpointing = False
         self._state: FrameState | None = None
         self._hooks = []
+        # The blocks diffusers can checkpoint (they have `gradient_checkpointing`): found once here, so the check
+        # in `frames` does not walk every module of the backbone on every training forward.
+        self._checkpointable = [m for m in backbone.modules() if hasattr(m, "gradient_checkpointing")]
         if temporal is not None:
             temporal.check_specs(backbone)
             for spec in temporal.config.layer_specs:
@@ -154,7 +157,7 @@ class VideoBackbone(nn.Module):
     def frames(self, state: FrameState | None) -> Iterator[None]:
         """The temporal layers act with `state` inside this block (None: they are skipped, alpha = 1).
         The previous state is restored on exit: `_checkpoint_spatial` nests this inside a forward's."""
-        if state is not None and torch.is_grad_enabled():
+        if state is not None and self._state is None and torch.is_grad_enabled():  # nested: checked outside
             self._check_backbone_checkpointing()
         previous, self._state = self._state, state
         try:
@@ -206,8 +209,8 @@ class VideoBackbone(nn.Module):
     def _check_backbone_checkpointing(self) -> None:
         """The backbone's own checkpointing, switched on directly, recomputes blocks outside any video forward --
         without their temporal layers, so gradients would silently be wrong. Refuse it."""
-        for module in self.backbone.modules():
-            if getattr(module, "gradient_checkpointing", False) is True and (
+        for module in self._checkpointable:
+            if module.gradient_checkpointing is True and (
                 getattr(module, "_gradient_checkpointing_func", None) != self._checkpoint_spatial
             ):
                 raise ValueError(
