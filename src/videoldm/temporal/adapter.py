@@ -295,9 +295,9 @@ class TemporalAdapter(TemporalAdapterBase):
         attention_chunk_size: temporal attention processes its B*H*W token batch in chunks of this size.
         temporal_norm: the temporal layers' GroupNorm statistics: "clip" (over all frames: the shipped model's)
             or "frame" (each frame on its own: layers local in time, for conv-in-time and chunked sampling).
-        pooled_text_channels: D of the text states (B, L, D); when set, the temporal residual blocks also get the
-            mean of the text states beside the time embedding (without it the prompt reaches the temporal layers
-            only through the transformers' cross-attention). `from_image_unet(unet, pooled_text_channels=True)`
+        pooled_text_channels: D of the text states (B, L, D); when set, the mean of the text states scales and
+            shifts the temporal residual blocks' normalised features (AdaGN; without it the prompt reaches the
+            temporal layers only through the transformers' cross-attention). `from_image_unet(unet, pooled_text_channels=True)`
             takes the UNet's cross_attention_dim.
     """
 

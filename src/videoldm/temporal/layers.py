@@ -144,8 +144,11 @@ class TemporalResBlock(nn.Module):
     so a fresh block returns its input. An optional `context` feature map (B, C, T, H, W) enters the residual
     branch beside the time embedding (the prediction / interpolation conditioning of PAPER.md section 4).
     `norm`: "clip" or "frame" statistics (see the module docstring). With `text_channels`, a pooled text
-    embedding (B, D) enters beside the time embedding, so the block that can move features (a (3, 3, 3) kernel
-    shifts them by a pixel per frame) also knows where the prompt says to move them.
+    embedding (B, D) scales and shifts the normalised features before the second convolution (AdaGN, as in
+    guided diffusion), so the block that can move features (a (3, 3, 3) kernel shifts them by a pixel per frame)
+    is told by the prompt which of its shifts to switch on. Scale-shift after the norm, not a bias before it:
+    a per-clip bias constant over (T, H, W) is mostly removed again by the group norm that follows it.
+    The projection is zero-initialised, so a fresh block ignores the text until it learns to use it.
     """
 
     def __init__(
@@ -165,7 +168,10 @@ class TemporalResBlock(nn.Module):
         self.norm1 = temporal_group_norm(norm, channels, num_groups, eps)
         self.conv1 = nn.Conv3d(channels, channels, kernel_size, padding=padding)
         self.time_emb_proj = nn.Linear(temb_channels, channels) if temb_channels else None
-        self.text_proj = nn.Linear(text_channels, channels) if text_channels else None
+        self.text_proj = nn.Linear(text_channels, 2 * channels) if text_channels else None
+        if self.text_proj is not None:
+            nn.init.zeros_(self.text_proj.weight)
+            nn.init.zeros_(self.text_proj.bias)
         self.norm2 = temporal_group_norm(norm, channels, num_groups, eps)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv3d(channels, channels, kernel_size, padding=padding)
@@ -187,11 +193,13 @@ class TemporalResBlock(nn.Module):
         h = self.conv1(F.silu(self.norm1(x)))
         if temb is not None and self.time_emb_proj is not None:
             h = h + self.time_emb_proj(F.silu(temb)).permute(0, 2, 1)[..., None, None]
-        if text is not None and self.text_proj is not None:
-            h = h + self.text_proj(F.silu(text))[:, :, None, None, None]
         if context is not None:
             h = h + context
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        h = self.norm2(h)
+        if text is not None and self.text_proj is not None:
+            scale, shift = self.text_proj(F.silu(text))[:, :, None, None, None].chunk(2, dim=1)
+            h = h * (1 + scale) + shift
+        h = self.conv2(self.dropout(F.silu(h)))
         return x + h
 
 
