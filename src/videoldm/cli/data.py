@@ -28,6 +28,12 @@ def shapes(
     wrap: bool = typer.Option(
         False, "--wrap", help="A world that wraps around: the object leaves one edge and re-enters at the opposite."
     ),
+    texture: str | None = typer.Option(
+        None,
+        "--texture",
+        help="Textured grey background with fine grain: static, pan (a slow camera) or mixed (one of the two per "
+        "clip). Default: the plain background.",
+    ),
 ) -> None:
     """Write the shapes world: mp4 clips + captions.csv ('a red circle moving right', ...). Prints the folder."""
     if videos < 1:
@@ -42,10 +48,12 @@ def shapes(
         fail(f"--speed MIN MAX must satisfy 0 < MIN <= MAX (px per frame at size 64), got {speed[0]} {speed[1]}")
     if out.exists() and not out.is_dir():
         fail(f"--out {out} exists and is not a folder")
-    from videoldm.data.shapes import write_shapes_dataset
+    from videoldm.data.shapes import TEXTURES, write_shapes_dataset
 
+    if texture is not None and texture not in TEXTURES:
+        fail(f"--texture must be one of {', '.join(TEXTURES)}, got {texture!r}")
     folder = write_shapes_dataset(
-        out, videos=videos, seed=seed, num_frames=frames, size=size, fps=fps, speed=speed, wrap=wrap
+        out, videos=videos, seed=seed, num_frames=frames, size=size, fps=fps, speed=speed, wrap=wrap, texture=texture
     )
     typer.echo(str(folder))
 

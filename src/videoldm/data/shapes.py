@@ -16,6 +16,14 @@ at a low rate and interpolates 3 frames between each pair twice (8 -> 29 -> 113 
 
 Everything is a function of the seed: clip i draws from `numpy.random.default_rng([seed, i])`, so the same seed
 gives byte-identical files and a bigger dataset starts with the smaller one's clips.
+
+Texture (`texture="static" | "pan" | "mixed"`, off by default): the grey background gains a grey texture --
+soft blotches plus a fine grain at the scale of the rendered pixel -- fixed in the world ("static") or panned by a
+slow camera ("pan", `PAN_SPEED`); "mixed" draws one of the two per clip. Per-frame processing (an image decoder,
+an image upsampler) flickers where detail is uncertain, and the plain world has almost none (docs/upsampler.md).
+The texture is periodic and band-limited and is moved by a phase shift in Fourier space, so a sub-pixel pan
+keeps its contrast in every frame: the true video has no flicker of its own. Its draws come after all others,
+so without a texture a seed gives the clips it always gave.
 """
 
 from __future__ import annotations
@@ -50,6 +58,13 @@ SPEED = (0.75, 1.25)  # pixels per frame at size 64
 PAPER_FRAMES = 113
 PAPER_KEYFRAME_STRIDE = 16
 PAPER_SPEED = (0.25, 0.375)
+# Texture: contrast (std on the [0, 1] scale) of the blotches and of the grain; pan speed in px per frame at
+# size 64 (slow: a third of the object's default speed); grain up to GRAIN_CUTOFF cycles per rendered pixel.
+TEXTURES: tuple[str, ...] = ("static", "pan", "mixed")
+BLOTCH_CONTRAST = (0.04, 0.08)
+GRAIN_CONTRAST = (0.03, 0.06)
+PAN_SPEED = (0.15, 0.35)
+GRAIN_CUTOFF = 0.4
 MARGIN = 1.0  # pixels between the object and the frame edge, at the closest
 _SUPERSAMPLE = 4  # sub-pixel samples per axis: anti-aliased edges and sub-pixel motion
 
@@ -97,6 +112,10 @@ class ShapesClip:
     num_frames: int
     size: int
     wrap: bool = False
+    texture: str | None = None  # None, "static" or "pan"
+    texture_seed: int = 0  # seeds the texture's random spectrum
+    texture_contrast: tuple[float, float] = (0.0, 0.0)  # (blotches, grain) std on the [0, 1] scale
+    pan: tuple[float, float] = (0.0, 0.0)  # the texture's motion (x, y) in px per frame ("pan" only)
 
     @property
     def caption(self) -> str:
@@ -124,14 +143,17 @@ def sample_clip(
     size: int = 64,
     speed: tuple[float, float] = SPEED,
     wrap: bool = False,
+    texture: str | None = None,
 ) -> ShapesClip:
     """Draw object size, speed, start position and background for a clip.
 
     `speed` (min, max) is in px per frame at size 64 (scaled with `size`). Without `wrap` the object stays fully
     visible: a clip too long for its speed is slowed down to fit. With `wrap` it starts anywhere and keeps its
-    speed. The draws without `wrap` are today's, in today's order: same seed, same clip.
+    speed. `texture`: None, "static", "pan" or "mixed" (see the module docstring). The draws without `wrap` and
+    `texture` are today's, in today's order: same seed, same clip.
     """
     parse_caption(f"a {colour} {shape} moving {direction}")  # validates the three words
+    check_texture(texture)
     if num_frames < 2 or size < 24:
         raise ValueError(f"need num_frames >= 2 and size >= 24, got num_frames={num_frames}, size={size}")
     check_speed(speed)
@@ -155,6 +177,7 @@ def sample_clip(
     grey = rng.uniform(0.25, 0.75)
     angle = rng.uniform(0, 2 * math.pi)
     amplitude = rng.uniform(0.05, 0.2)  # a visible but gentle gradient
+    textured = _draw_texture(texture, rng, scale) if texture is not None else {}
     return ShapesClip(
         colour=colour,
         shape=shape,
@@ -167,7 +190,24 @@ def sample_clip(
         num_frames=num_frames,
         size=size,
         wrap=wrap,
+        **textured,
     )
+
+
+def _draw_texture(texture: str, rng: np.random.Generator, scale: float) -> dict:
+    """The texture's draws (after all others, so untextured clips keep theirs) as ShapesClip fields."""
+    kind = texture if texture != "mixed" else ("static", "pan")[int(rng.integers(2))]
+    contrast = (float(rng.uniform(*BLOTCH_CONTRAST)), float(rng.uniform(*GRAIN_CONTRAST)))
+    seed = int(rng.integers(2**63))
+    angle, speed = rng.uniform(0, 2 * math.pi), rng.uniform(*PAN_SPEED) * scale
+    pan = (float(speed * math.cos(angle)), float(speed * math.sin(angle))) if kind == "pan" else (0.0, 0.0)
+    return {"texture": kind, "texture_seed": seed, "texture_contrast": contrast, "pan": pan}
+
+
+def check_texture(texture: str | None) -> None:
+    """ValueError unless `texture` is None or one of `TEXTURES`."""
+    if texture is not None and texture not in TEXTURES:
+        raise ValueError(f"texture must be None or one of {TEXTURES}, got {texture!r}")
 
 
 def check_speed(speed: tuple[float, float]) -> None:
@@ -210,13 +250,39 @@ def _coverage_of(clip: ShapesClip, centres: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.avg_pool2d(inside, s).double()
 
 
+def _texture(clip: ShapesClip) -> torch.Tensor:
+    """(T or 1, H, W) the texture's grey offsets: a periodic field (period 2 x size) of soft blotches (amplitude
+    ~ 1/f) plus grain (flat up to GRAIN_CUTOFF cycles per pixel), each scaled to its contrast, moved by
+    `pan * t` px with a Fourier phase shift (exact for a band-limited field: no blur, no contrast change)."""
+    n = clip.size
+    period = 2 * n
+    rng = np.random.default_rng(clip.texture_seed)
+    f = np.fft.fftfreq(period)  # cycles per pixel
+    radius = np.hypot(f[None, :], f[:, None])
+    blotches = np.where((radius > 0) & (radius <= 0.1), 1 / np.maximum(radius, 1e-9), 0.0)
+    grain = np.where((radius > 0.1) & (radius <= GRAIN_CUTOFF), 1.0, 0.0)
+    spectrum = np.zeros((period, period), dtype=np.complex128)
+    for shape, contrast in zip((blotches, grain), clip.texture_contrast, strict=True):
+        part = np.fft.fft2(rng.standard_normal((period, period))) * shape
+        spectrum += part * (contrast / np.real(np.fft.ifft2(part)).std())
+    steps = np.arange(clip.num_frames)[:, None] if clip.texture == "pan" else np.zeros((1, 1))
+    shifts = steps * np.asarray(clip.pan)[None]  # (T or 1, 2): (x, y) in px
+    frames = []
+    for dx, dy in shifts:  # the view at offset (dx, dy): texture(x + dx, y + dy)
+        phase = np.exp(2j * np.pi * (f[None, :] * dx + f[:, None] * dy))
+        frames.append(np.real(np.fft.ifft2(spectrum * phase))[:n, :n])
+    return torch.from_numpy(np.stack(frames))
+
+
 def _render(clip: ShapesClip) -> torch.Tensor:
     n = clip.size
     ramp = (torch.arange(n, dtype=torch.float64) + 0.5) / n - 0.5
     background = clip.grey + clip.gradient[0] * ramp[None, :] + clip.gradient[1] * ramp[:, None]  # (H, W)
+    if clip.texture is not None:
+        background = (background[None] + _texture(clip)).clamp(0, 1)  # (T or 1, H, W)
     colour = torch.tensor(COLOURS[clip.colour], dtype=torch.float64) / 255
     cover = _coverage(clip)[None]  # (1, T, H, W)
-    video = cover * colour[:, None, None, None] + (1 - cover) * background[None, None]
+    video = cover * colour[:, None, None, None] + (1 - cover) * background[None]
     return (video * 2 - 1).float()
 
 
@@ -230,10 +296,13 @@ def render_shapes_video(
     size: int = 64,
     speed: tuple[float, float] = SPEED,
     wrap: bool = False,
+    texture: str | None = None,
 ) -> torch.Tensor:
     """Render one clip without writing files -> (C, T, H, W) float in [-1, 1], C = 3."""
     rng = np.random.default_rng(rng) if isinstance(rng, int) else rng
-    clip = sample_clip(colour, shape, direction, rng=rng, num_frames=num_frames, size=size, speed=speed, wrap=wrap)
+    clip = sample_clip(
+        colour, shape, direction, rng=rng, num_frames=num_frames, size=size, speed=speed, wrap=wrap, texture=texture
+    )
     return clip.render()
 
 
@@ -257,12 +326,14 @@ def write_shapes_dataset(
     fps: float = 8,
     speed: tuple[float, float] = SPEED,
     wrap: bool = False,
+    texture: str | None = None,
 ) -> Path:
     """Write `videos` clips as `{i:05d}.mp4` plus `captions.csv` (path,caption) into `out_dir`; returns it.
-    `speed` and `wrap` as for `sample_clip`."""
+    `speed`, `wrap` and `texture` as for `sample_clip`."""
     if videos < 1:
         raise ValueError(f"videos must be >= 1, got {videos}")
     check_speed(speed)
+    check_texture(texture)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"output folder {out_dir} exists and is not a folder")
@@ -271,7 +342,9 @@ def write_shapes_dataset(
     for i, caption in enumerate(balanced_captions(videos, seed=seed)):
         colour, shape, direction = parse_caption(caption)
         rng = np.random.default_rng([seed, i])
-        clip = sample_clip(colour, shape, direction, rng=rng, num_frames=num_frames, size=size, speed=speed, wrap=wrap)
+        clip = sample_clip(
+            colour, shape, direction, rng=rng, num_frames=num_frames, size=size, speed=speed, wrap=wrap, texture=texture
+        )
         name = f"{i:05d}.mp4"
         write_video(out_dir / name, clip.render(), fps=fps)
         rows.append((name, caption))
