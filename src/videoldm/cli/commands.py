@@ -3,6 +3,7 @@
 # Add one import per command module here (each module decorates functions with @app.command, ...).
 from videoldm.cli import (
     data,  # noqa: F401
+    encode,  # noqa: F401
     evaluate_metrics,  # noqa: F401
     evaluate_shapes,  # noqa: F401
     generate,  # noqa: F401

@@ -57,11 +57,16 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
     raise ValueError(f"captions file {path}: expected a .csv or .jsonl file")
 
 
-def read_captions(path: str | Path, *, extensions: Sequence[str]) -> list[CaptionRow]:
+def read_captions(
+    path: str | Path, *, extensions: Sequence[str], bad_rows: list[str] | None = None
+) -> list[CaptionRow]:
     """A captions table (CSV with a header, or JSONL) -> rows, in file order.
 
     Layouts: `path,caption`; WebVid's `videoid,name` (file `{videoid}{ext}` for ext in `extensions`, also under
     the `page_dir` column's folder if there is one); Hugging Face's `file_name,text`. Other columns are ignored.
+    A row without a file name is an error -- or, when a `bad_rows` list is given, left out and described there
+    ("captions.csv, row 7: empty 'path'"), as is then a row without a caption field (a CSV row that ended
+    early): a 10^7-row table from the web has such rows, and one must not stop an encode.
     """
     path = Path(path)
     if not path.is_file():
@@ -77,8 +82,14 @@ def read_captions(path: str | Path, *, extensions: Sequence[str]) -> list[Captio
     rows = []
     for number, record in enumerate(records, start=1):
         name = str(record.get(file_key) or "").strip()
-        if not name:
-            raise ValueError(f"captions file {path}, row {number}: empty {file_key!r}")
+        problem = f"empty {file_key!r}" if not name else None
+        if problem is None and bad_rows is not None and record.get(caption_key) is None:
+            problem = f"no {caption_key!r} field"  # a CSV row that ended early (csv.DictReader fills in None)
+        if problem is not None:
+            if bad_rows is None:
+                raise ValueError(f"captions file {path}, row {number}: {problem}")
+            bad_rows.append(f"{path.name}, row {number}: {problem}")
+            continue
         if file_key == "videoid":
             folders = [""] + ([f"{record['page_dir']}/"] if record.get("page_dir") else [])
             candidates = tuple(f"{folder}{name}{ext}" for folder in folders for ext in extensions)

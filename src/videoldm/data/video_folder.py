@@ -45,6 +45,7 @@ class VideoFolderDataset(SkippingDataset):
         random_flip: flip each clip horizontally with probability 1/2 (not for the shapes world: a flip turns
             "moving left" into "moving right").
         seed: with the epoch and the index, fixes the start frame and the flip.
+        bad_rows: when given, caption rows without a file are left out and described here (else an error).
     """
 
     def __init__(
@@ -59,6 +60,7 @@ class VideoFolderDataset(SkippingDataset):
         random_start: bool = True,
         random_flip: bool = False,
         seed: int = 0,
+        bad_rows: list[str] | None = None,
     ) -> None:
         super().__init__(seed=seed)
         if num_frames < 1:
@@ -70,7 +72,7 @@ class VideoFolderDataset(SkippingDataset):
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"video folder {self.root} does not exist")
-        self.rows = read_captions(captions, extensions=VIDEO_EXTENSIONS)
+        self.rows = read_captions(captions, extensions=VIDEO_EXTENSIONS, bad_rows=bad_rows)
         self.num_frames = num_frames
         self.size = parse_size(size)
         self.fps = fps

@@ -9,10 +9,33 @@ and DDP ranks draw different batches without a distributed sampler.
 from __future__ import annotations
 
 import hashlib
+from typing import Protocol
 
 import torch
 
-from videoldm.training.cache import VideoCache
+
+class ClipSource(Protocol):
+    """What batches are drawn from: the in-memory `cache.VideoCache` or the streamed `shards.LatentShards`.
+
+    `frames_per_video` full-rate (stored) frames per video; clips take every `frame_stride`-th. `latents` (and
+    `pixels` for the cache) are (N, C, T_all, H, W) tensors or objects with `gather(videos, frames)` that read
+    only the chosen videos.
+    """
+
+    frame_stride: int
+
+    def __len__(self) -> int: ...
+
+    @property
+    def frames_per_video(self) -> int: ...
+
+    def caption_embeddings(self, videos: torch.Tensor) -> torch.Tensor:
+        """(B,) video numbers -> their caption embeddings (B, L, D)."""
+        ...
+
+    def empty_prompt(self) -> torch.Tensor:
+        """The embedding of "" (L, D): caption dropout's replacement."""
+        ...
 
 
 def step_generator(seed: int, step: int, micro: int = 0, rank: int = 0) -> torch.Generator:
@@ -21,7 +44,7 @@ def step_generator(seed: int, step: int, micro: int = 0, rank: int = 0) -> torch
 
 
 def pick_clips(
-    cache: VideoCache, *, batch_size: int, num_frames: int, generator: torch.Generator
+    cache: ClipSource, *, batch_size: int, num_frames: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random videos and clips: (video index (B,), source frames (B, num_frames)).
 
@@ -30,11 +53,11 @@ def pick_clips(
     consecutive frames (one video, then one start per clip), so stride-1 batches are what they always were.
     """
     span = (num_frames - 1) * cache.frame_stride + 1
-    total = cache.pixels.shape[2]
+    total = cache.frames_per_video
     if span > total:
         raise ValueError(
             f"a clip of {num_frames} frames every {cache.frame_stride} source frames spans {span} frames, but the "
-            f"cache holds {total} per video (data.cache_frames)"
+            f"cache holds {total} per video (data.cache_frames, or the shards' frames)"
         )
     videos = torch.randint(len(cache), (batch_size,), generator=generator)
     starts = torch.randint(total - span + 1, (batch_size,), generator=generator)
@@ -45,7 +68,8 @@ def gather_clips(source: torch.Tensor, videos: torch.Tensor, frames: torch.Tenso
     """source (N, C, T_all, H, W) -> clips (B, C, num_frames, H, W).
 
     `frames`: each clip's source frames (B, num_frames), as `pick_clips` returns them, or start frames (B,) of
-    consecutive frames.
+    consecutive frames. `source` may be a lazy reader (`gather(videos, frames)`, e.g. latent shards): then only
+    the chosen videos are read.
     """
     if frames.ndim == 1:
         frames = frames[:, None] + torch.arange(num_frames)[None]
@@ -54,6 +78,8 @@ def gather_clips(source: torch.Tensor, videos: torch.Tensor, frames: torch.Tenso
             f"frames must be (B,) starts or (B, num_frames) = ({len(videos)}, {num_frames}) indices, "
             f"got {tuple(frames.shape)}"
         )
+    if not isinstance(source, torch.Tensor):
+        return source.gather(videos, frames)
     clips = source[videos[:, None], :, frames]  # (B, T, C, H, W): advanced indices come first
     return clips.permute(0, 2, 1, 3, 4)
 
@@ -63,15 +89,19 @@ def to_unit_range(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.float() / 127.5 - 1
 
 
+def from_unit_range(video: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] -> uint8 [0, 255], rounded: how decoded frames are cached and sharded."""
+    return ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
 def flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Horizontally flip a random half of the batch (B, ..., W)."""
     mask = torch.rand(x.shape[0], generator=generator) < 0.5
     return torch.where(mask.reshape(-1, *([1] * (x.ndim - 1))), x.flip(-1), x)
 
 
-def text_for(cache: VideoCache, videos: torch.Tensor, *, dropout: float, generator: torch.Generator) -> torch.Tensor:
+def text_for(cache: ClipSource, videos: torch.Tensor, *, dropout: float, generator: torch.Generator) -> torch.Tensor:
     """Caption embeddings (B, L, D) of the chosen videos; a `dropout` share replaced by the empty prompt."""
-    assert cache.text is not None and cache.text_index is not None
-    rows = cache.text_index[videos]
-    dropped = torch.rand(len(rows), generator=generator) < dropout
-    return cache.text[torch.where(dropped, torch.zeros_like(rows), rows)].float()
+    text = cache.caption_embeddings(videos)
+    dropped = torch.rand(len(videos), generator=generator) < dropout
+    return torch.where(dropped[:, None, None], cache.empty_prompt().to(text.dtype), text).float()

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from videoldm.autoencoder.scaling import scale_latents
+from videoldm.training.batches import from_unit_range
 from videoldm.training.config import DataConfig, RunConfig
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,19 @@ class VideoCache:
 
     def __len__(self) -> int:
         return len(self.captions)
+
+    @property
+    def frames_per_video(self) -> int:
+        return self.pixels.shape[2]
+
+    def caption_embeddings(self, videos: torch.Tensor) -> torch.Tensor:
+        """(B,) videos -> their caption embeddings (B, L, D) fp16."""
+        assert self.text is not None and self.text_index is not None
+        return self.text[self.text_index[videos]]
+
+    def empty_prompt(self) -> torch.Tensor:
+        assert self.text is not None
+        return self.text[0]
 
 
 def load_videos(data: DataConfig) -> tuple[list[str], torch.Tensor]:
@@ -72,7 +86,7 @@ def load_videos(data: DataConfig) -> tuple[list[str], torch.Tensor]:
         if sample is None:  # unreadable: counted and reported by the dataset, one line per file
             continue
         captions.append(sample["caption"])
-        clips.append(((sample["video"].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
+        clips.append(from_unit_range(sample["video"]))
     summary = dataset.report()
     if summary:
         logger.warning(summary)
@@ -107,12 +121,12 @@ def _frames_needed(data: DataConfig, lengths: list[int]) -> str:
 
 
 @torch.no_grad()
-def encode_latents(vae, pixels: torch.Tensor, *, batch_size: int = 64) -> torch.Tensor:
+def encode_latents(vae, pixels: torch.Tensor, *, batch_size: int = 64, progress: bool = True) -> torch.Tensor:
     """uint8 (N, 3, T, H, W) -> scaled VAE latents (N, c, T, h, w) fp16, using the posterior mode (deterministic)."""
     n, _, t, _, _ = pixels.shape
     frames = pixels.permute(0, 2, 1, 3, 4).reshape(n * t, *pixels.shape[1:2], *pixels.shape[3:])
     out = []
-    for i in tqdm(range(0, len(frames), batch_size), desc="encoding latents", leave=False):
+    for i in tqdm(range(0, len(frames), batch_size), desc="encoding latents", leave=False, disable=not progress):
         x = frames[i : i + batch_size].float() / 127.5 - 1
         out.append(vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mode().float().cpu())
     latents = scale_latents(torch.cat(out), vae.config)

@@ -28,13 +28,16 @@ class ConfigError(ValueError):
 class DataConfig:
     """Where the videos are and how clips are cut from them.
 
+    `videos` (a folder + captions table, decoded into an in-memory cache) or `shards` (a folder written by
+    `videoldm data encode`: latents and caption embeddings streamed from disk, any collection size), not both.
     The dataset is decoded (and, for latent stages, VAE-encoded) once into a cache under the run's output
     folder: the first `cache_frames` source frames of every video, at the full frame rate. A training clip is
     `num_frames` frames taken every `frame_stride` source frames from any start in the cache, so it spans
     `clip_span` source frames and `cache_frames` must be at least that (8 key frames every 16th frame: 113).
     """
 
-    videos: Path
+    videos: Path | None = None
+    shards: Path | None = None  # latent shards (diffusion stages); `size` must be the shards' frame size
     captions: Path | None = None  # default: videos/captions.csv
     size: int = 64
     num_frames: int = 8
@@ -66,6 +69,7 @@ class ModelConfig:
     temporal: dict[str, Any] = field(default_factory=dict)  # TemporalAdapter options for the temporal stage
     fresh_temporal: bool = False  # temporal stage only: new layers even when pretrained/ has temporal/
     temporal_decoder: dict[str, Any] = field(default_factory=dict)  # options for the decoder stage
+    upsampler: dict[str, Any] = field(default_factory=dict)  # upsampler stage: UpsamplerConfig options, patch_size
     text_encoder: str = "builtin:all-MiniLM-L6-v2"  # or a local folder with a transformers model + tokenizer
     text_max_length: int = BUILTIN_MAX_LENGTH
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
@@ -153,11 +157,7 @@ def read_config(path: str | Path) -> RunConfig:
 
 
 def _check(config: RunConfig) -> None:
-    if not config.data.videos.is_dir():
-        raise ConfigError(f"data.videos: folder {config.data.videos} does not exist")
-    captions = config.data.captions or config.data.videos / "captions.csv"
-    if not captions.is_file():
-        raise ConfigError(f"data.captions: file {captions} does not exist")
+    _check_source(config.data)
     if config.model.pretrained is not None and not config.model.pretrained.is_dir():
         raise ConfigError(f"model.pretrained: folder {config.model.pretrained} does not exist")
     if config.optim.lpips_weights is not None and not config.optim.lpips_weights.is_file():
@@ -169,11 +169,32 @@ def _check(config: RunConfig) -> None:
             raise ConfigError(f"train.{key}: must be >= 1, got {getattr(config.train, key)}")
 
 
+def _check_source(data: DataConfig) -> None:
+    if data.videos is not None and data.shards is not None:
+        raise ConfigError(
+            f"data.videos and data.shards: give one, not both (videos {data.videos} are decoded into a cache; "
+            f"shards {data.shards} were encoded from videos already)"
+        )
+    if data.shards is not None:
+        if not (data.shards / "dataset.json").is_file():
+            raise ConfigError(
+                f"data.shards: {data.shards / 'dataset.json'} does not exist (write shards with `videoldm data encode`)"
+            )
+        return
+    if data.videos is None:
+        raise ConfigError("data.videos: missing required key (a video folder; or data.shards: a shard folder)")
+    if not data.videos.is_dir():
+        raise ConfigError(f"data.videos: folder {data.videos} does not exist")
+    captions = data.captions or data.videos / "captions.csv"
+    if not captions.is_file():
+        raise ConfigError(f"data.captions: file {captions} does not exist")
+
+
 def _check_data(data: DataConfig) -> None:
     for key in ("num_frames", "cache_frames", "frame_stride"):
         if getattr(data, key) < 1:
             raise ConfigError(f"data.{key}: must be >= 1, got {getattr(data, key)}")
-    if data.clip_span > data.cache_frames:
+    if data.shards is None and data.clip_span > data.cache_frames:  # shards: checked against their frames
         raise ConfigError(
             f"data.cache_frames ({data.cache_frames}) counts source frames, and a clip of data.num_frames "
             f"({data.num_frames}) frames every data.frame_stride ({data.frame_stride}) source frames spans "

@@ -27,6 +27,7 @@ from videoldm.training.batches import step_generator
 from videoldm.training.checkpoint import latest_checkpoint, load_checkpoint, replace_dir, save_checkpoint
 from videoldm.training.config import RunConfig
 from videoldm.training.samples import probe_direction, write_samples
+from videoldm.training.shards import LatentShards, open_shards
 from videoldm.training.stages import Stage, build_stage
 
 logger = logging.getLogger(__name__)
@@ -77,8 +78,11 @@ class Trainer:
         self.step = 0
 
     # ---------------------------------------------------------------------------------------------- setup
-    def build_cache(self) -> C.VideoCache:
-        """Rank 0 builds (or reuses) the cache; the others wait and read it."""
+    def build_cache(self) -> C.VideoCache | LatentShards:
+        """Rank 0 builds (or reuses) the cache; the others wait and read it. With `data.shards`: the shards,
+        checked against the model and the config (every rank reads them itself)."""
+        if self.config.data.shards is not None:
+            return open_shards(self.stage, self.config)
         return C.prepare_cache(
             self.stage,
             self.config,

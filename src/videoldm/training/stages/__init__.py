@@ -33,6 +33,11 @@ def stage_class(config: RunConfig) -> type[Stage]:
     # Keys only some stages read: elsewhere they would be silently ignored.
     if config.train.probe_every and not issubclass(cls, DiffusionStage):
         raise ConfigError(f"train.probe_every: the direction probe samples videos; stage {config.stage!r} does not")
+    if config.data.shards is not None and not issubclass(cls, DiffusionStage):
+        raise ConfigError(
+            f"data.shards: shards hold latents and caption embeddings; stage {config.stage!r} trains on pixels: "
+            "give it data.videos"
+        )
     if config.model.fresh_temporal and not issubclass(cls, TemporalStage):
         raise ConfigError(f"model.fresh_temporal: only used by stage 'temporal', got stage {config.stage!r}")
     return cls

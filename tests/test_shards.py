@@ -1,0 +1,259 @@
+"""Latent shards: `videoldm data encode` (broken inputs, time sampling, ranks, resume after SIGKILL, atomic shards)
+and training from `data.shards` (the cache's batches, bad shard folders, exact resume)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+import test_training as T
+from videoldm.cli import app
+from videoldm.data.encode import FAULT_ENV, EncodeJob, EncodeSettings, encode, load_encoders
+from videoldm.data.shapes import write_shapes_dataset
+from videoldm.data.shards import ShardSet
+from videoldm.io import read_video, write_video
+from videoldm.training import batches as B
+from videoldm.training.cache import encode_latents, load_videos
+from videoldm.training.checkpoint import latest_checkpoint
+from videoldm.training.config import ConfigError, DataConfig
+from videoldm.training.stages import load_config
+from videoldm.training.trainer import FAULT_ENV as TRAIN_FAULT_ENV
+from videoldm.training.trainer import Trainer
+
+GOOD = 5  # shapes-world videos in the folder, besides the broken inputs
+SMALL = ["--size", "32", "--num-frames", "16", "--shard-size", "2"]
+BROKEN = {"zero.mp4", "text.mp4", "trunc.mp4", "short.mp4", "missing.mp4"}
+
+
+def make_model(root: Path, *, latent_channels: int = 4) -> Path:
+    """A tiny model folder: vae/, unet/ and the builtin MiniLM text encoder."""
+    torch.manual_seed(0)
+    AutoencoderKL(**{**T.TINY_VAE, "latent_channels": latent_channels}).save_pretrained(root / "vae")
+    unet = {**T.TINY_UNET, "in_channels": latent_channels, "out_channels": latent_channels}
+    UNet2DConditionModel(**unet).save_pretrained(root / "unet")
+    for sub in ("text_encoder", "tokenizer"):
+        (root / sub).mkdir()
+        (root / sub / "builtin.json").write_text('{"builtin": "all-MiniLM-L6-v2"}')
+    return root
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return make_model(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> Path:
+    """5 good shapes clips (20 frames, 8 fps), one input of every broken kind, one caption row without a file."""
+    root = write_shapes_dataset(tmp_path_factory.mktemp("videos"), videos=GOOD, seed=0, num_frames=20, size=32)
+    (root / "zero.mp4").write_bytes(b"")
+    (root / "text.mp4").write_text("not a video")
+    data = (root / "00000.mp4").read_bytes()
+    (root / "trunc.mp4").write_bytes(data[: len(data) // 2])
+    video, _ = read_video(root / "00000.mp4")
+    write_video(root / "short.mp4", video[:, :6])
+    with (root / "captions.csv").open("a") as f:
+        f.write("".join(f"{name},a broken input\n" for name in sorted(BROKEN)) + ",a row without a file\n")
+    return root
+
+
+def job(videos: Path, model: Path, out: Path, **settings) -> EncodeJob:
+    settings = {"size": 32, "frames": 16, "shard_size": 2, **settings}
+    return EncodeJob(videos=videos, model=model, out=out, settings=EncodeSettings(**settings))
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory, videos, model) -> Path:
+    out = tmp_path_factory.mktemp("shards")
+    result = CliRunner().invoke(
+        app,
+        ["data", "encode", "--videos", str(videos), "--model", str(model), "--out", str(out), *SMALL],
+    )
+    assert result.exit_code == 0, result.output
+    assert "5 clips in 3 shards" in result.output and "skipped 6 of 11 inputs" in result.output
+    return out
+
+
+def test_broken_inputs_are_skipped_counted_and_named(shards):
+    summary = json.loads((shards / "summary.json").read_text())
+    assert summary["clips"] == GOOD and summary["skipped"] == 6
+    assert {Path(s["file"]).name for s in summary["skipped_detail"]} == BROKEN
+    reasons = {Path(s["file"]).name: s["reason"] for s in summary["skipped_detail"]}
+    assert reasons["missing.mp4"] == "file not found"
+    assert reasons["short.mp4"].startswith("too short: 6 frames, a clip needs 16")
+    assert summary["bad_caption_rows"] == ["captions.csv, row 11: empty 'path'"]
+    assert not list(shards.glob(".*tmp*"))  # no temporary file left behind
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory, videos) -> Path:
+    """A captions table of the good videos only (absolute paths): what the in-memory cache can load."""
+    folder = tmp_path_factory.mktemp("good")
+    rows = (videos / "captions.csv").read_text().splitlines()[: GOOD + 1]
+    (folder / "captions.csv").write_text("\n".join(f"{videos}/{r}" if i else r for i, r in enumerate(rows)) + "\n")
+    return folder
+
+
+def test_shards_hold_what_the_cache_would_hold(shards, good, model):
+    """Same decoding, rounding and VAE: the shards' latents are the in-memory cache's, bit for bit."""
+    captions, pixels = load_videos(DataConfig(videos=good, size=32, cache_frames=16))
+    vae, text_encoder = load_encoders(model)
+    latents = encode_latents(vae, pixels)
+    shard_set = ShardSet.open(shards)
+    assert len(shard_set) == GOOD
+    for i in range(GOOD):
+        clip = shard_set.read(i)
+        assert torch.equal(clip["latents"], latents[i])
+        assert shard_set.locate(i)[1]["caption"] == captions[i]
+        with torch.no_grad():
+            assert torch.equal(clip["text"], text_encoder([captions[i]])[0].half())
+
+
+def test_webdataset_streams_the_shards(shards):
+    import webdataset as wds
+
+    urls = sorted(str(p) for p in shards.glob("w*.tar"))
+    samples = list(wds.WebDataset(urls, shardshuffle=False))
+    assert [s["__key__"] for s in samples] == [f"{i:09d}" for i in range(GOOD)]
+    meta = json.loads(samples[3]["json"])
+    assert meta["source"] == "00003.mp4" and meta["source_frames"] == 20 and meta["fps"] == 8.0
+
+
+def test_target_fps_and_stride_store_the_same_frames(tmp_path, videos, model):
+    """8 fps sources at --fps 4 store every 2nd frame, as --frame-stride 2 does; the index records both rates."""
+    by_fps = encode(job(videos, model, tmp_path / "fps", frames=8, fps=4.0))
+    by_stride = encode(job(videos, model, tmp_path / "stride", frames=8, frame_stride=2))
+    assert by_fps["clips"] == by_stride["clips"] == GOOD
+    a, b = ShardSet.open(tmp_path / "fps"), ShardSet.open(tmp_path / "stride")
+    entry = a.locate(0)[1]
+    assert (entry["fps"], entry["source_fps"], entry["frames"], entry["source_frames"]) == (4.0, 8.0, 8, 20)
+    for i in range(GOOD):
+        assert torch.equal(a.read(i)["latents"], b.read(i)["latents"])
+
+
+def test_ranks_split_the_inputs_disjointly(tmp_path, videos, model, shards):
+    out = tmp_path / "ranks"
+    encode(job(videos, model, out), rank=0, world_size=2)
+    with pytest.raises(Exception, match="worker"):  # rank 1 has not run: the folder is incomplete
+        ShardSet.open(out)
+    encode(job(videos, model, out), rank=1, world_size=2)
+    keys = {p.name: [c["key"] for c in json.loads(p.read_text())["clips"]] for p in out.glob("w*.json")}
+    assert sorted(k for ks in keys.values() for k in ks) == [f"{i:09d}" for i in range(GOOD)]  # each once
+    assert {k for name, ks in keys.items() if name.startswith("w000") for k in ks} == {
+        "000000000",
+        "000000002",
+        "000000004",
+    }
+    merged = ShardSet.open(out)
+    straight = ShardSet.open(shards)
+    order = {merged.locate(i)[1]["key"]: i for i in range(GOOD)}
+    for i in range(GOOD):
+        assert torch.equal(straight.read(i)["latents"], merged.read(order[straight.locate(i)[1]["key"]])["latents"])
+    with pytest.raises(ValueError, match=r"workers = 2, this run has 1"):  # a rerun must split the same way
+        encode(job(videos, model, out))
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return T.run_cli(*args, env=env)
+
+
+def test_a_killed_encode_continues_without_duplicates_or_gaps(tmp_path, videos, model, shards):
+    out = tmp_path / "killed"
+    args = ["data", "encode", "--videos", str(videos), "--model", str(model), "--out", str(out)]
+    args += SMALL
+    first = run_cli(*args, env={FAULT_ENV: "1"})
+    assert first.returncode == -9, first.stderr[-2000:]
+    assert [p.name for p in sorted(out.glob("w*"))] == ["w000-000000.json", "w000-000000.tar"]
+    with pytest.raises(Exception, match="has not finished"):
+        ShardSet.open(out)
+    second = run_cli(*args)
+    assert second.returncode == 0, second.stderr[-2000:]
+    for name in ("w000-000000", "w000-000001", "w000-000002"):  # the same shards, byte for byte
+        assert (out / f"{name}.tar").read_bytes() == (shards / f"{name}.tar").read_bytes(), name
+    assert json.loads((out / "summary.json").read_text())["skipped"] == 6
+
+
+def shards_config(tmp: Path, shards: Path, model: Path, **train) -> Path:
+    return T.write_config(
+        tmp / "temporal.yaml",
+        stage="temporal",
+        output_dir=str(tmp / "run"),
+        data={"shards": str(shards), "size": 32, "num_frames": 4, "frame_stride": 2},
+        model={"pretrained": str(model), "temporal": {"kernel_size": [3, 1, 1]}},
+        optim={"lr": 1e-3},
+        train={"max_steps": 4, "batch_size": 2, "checkpoint_every": 2, "log_every": 1, **train},
+    )
+
+
+def test_shard_batches_are_the_cache_batches(tmp_path, good, shards, model):
+    """One sampler: the same seed draws the same clips from the shards as from the in-memory cache."""
+    trainer = Trainer(load_config(shards_config(tmp_path, shards, model, caption_dropout=0.5)))
+    source = trainer.build_cache()
+    config = trainer.config
+    config.data.shards, config.data.videos, config.data.cache_frames = None, good, 16
+    config.data.cache_dir = tmp_path / "cache"
+    cache = trainer.build_cache()
+    for step in range(3):
+        a = trainer.stage.batch(source, B.step_generator(0, step))
+        b = trainer.stage.batch(cache, B.step_generator(0, step))
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+
+
+def test_bad_shard_folders_are_clear_errors_before_any_step(tmp_path, videos, shards, model):
+    both = yaml.safe_load(shards_config(tmp_path, shards, model).read_text())
+    both["data"]["videos"] = str(videos)
+    with pytest.raises(ConfigError, match=r"data.videos and data.shards: give one, not both"):
+        load_config(T.write_config(tmp_path / "both.yaml", **both))
+
+    other = make_model(tmp_path / "other", latent_channels=8)
+    config = load_config(shards_config(tmp_path, shards, other))
+    with pytest.raises(
+        ConfigError, match=r"dataset.json holds latents \(c, h, w\) = \(4, 16, 16\).*expects \(8, 16, 16\)"
+    ):
+        Trainer(config).build_cache()
+
+    cut = tmp_path / "cut"
+    subprocess.run(["cp", "-r", str(shards), str(cut)], check=True)
+    tar = cut / "w000-000001.tar"
+    tar.write_bytes(tar.read_bytes()[:1000])
+    with pytest.raises(ConfigError, match=r"w000-000001.tar: truncated or replaced shard: .* records 102400 bytes"):
+        Trainer(load_config(shards_config(tmp_path, cut, model))).build_cache()
+
+    long = yaml.safe_load(shards_config(tmp_path, shards, model).read_text())
+    long["data"]["num_frames"] = 9
+    with pytest.raises(ConfigError, match=r"span 17 stored frames, but the clips in .* have 16"):
+        Trainer(load_config(T.write_config(tmp_path / "long.yaml", **long))).build_cache()
+
+    pixels = {**both, "stage": "decoder", "data": {"shards": str(shards)}}
+    pixels["model"] = {"pretrained": str(model)}
+    with pytest.raises(ConfigError, match=r"stage 'decoder' trains on pixels"):
+        load_config(T.write_config(tmp_path / "decoder.yaml", **pixels))
+
+
+def test_resume_from_shards_after_sigkill_matches_the_straight_run(tmp_path, shards, model):
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    assert run_cli("train", str(shards_config(straight, shards, model))).returncode == 0
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    config = shards_config(killed, shards, model)
+    first = run_cli("train", str(config), env={TRAIN_FAULT_ENV: "2"})
+    assert first.returncode == -9, first.stderr[-2000:]
+    second = run_cli("train", str(config), "--resume")
+    assert second.returncode == 0, second.stderr[-2000:]
+    a = load_file(str(latest_checkpoint(straight / "run") / "weights.safetensors"))
+    b = load_file(str(latest_checkpoint(killed / "run") / "weights.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    assert any("conv2.weight" in k and a[k].abs().sum() > 0 for k in a)  # it trained
