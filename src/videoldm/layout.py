@@ -17,7 +17,11 @@ SCHEDULER = "scheduler"
 
 STABLE_DIFFUSION_PARTS: tuple[str, ...] = (UNET, VAE, TEXT_ENCODER, TOKENIZER, SCHEDULER)
 VIDEO_LDM_PARTS: tuple[str, ...] = (UNET, TEMPORAL, VAE, TEXT_ENCODER, TOKENIZER, SCHEDULER)
-OPTIONAL_PARTS: tuple[str, ...] = (TEMPORAL_DECODER,)
+# The video upsampler (PAPER.md section 6), a model of its own inside a model folder: upsampler/unet/,
+# upsampler/temporal/ (absent for an image upsampler), upsampler/scheduler/, upsampler/low_res_scheduler/.
+UPSAMPLER = "upsampler"
+LOW_RES_SCHEDULER = "low_res_scheduler"
+OPTIONAL_PARTS: tuple[str, ...] = (TEMPORAL_DECODER, UPSAMPLER)
 
 # Inside each part: diffusers' file names, shared by the backbones and the temporal adapters.
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"

@@ -40,9 +40,10 @@ class VideoUNet(VideoBackbone):
     """
 
     unet: UNet2DConditionModel
-    temporal: TemporalAdapter
+    temporal: TemporalAdapter | None
 
-    def __init__(self, unet: UNet2DConditionModel, temporal: TemporalAdapter) -> None:
+    def __init__(self, unet: UNet2DConditionModel, temporal: TemporalAdapter | None) -> None:
+        # temporal None: the image UNet alone on videos (an image upsampler before its temporal layers)
         super().__init__(backbone_name=UNET, backbone=unet, temporal=temporal)
 
     # ------------------------------------------------------------------ construction

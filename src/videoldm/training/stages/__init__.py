@@ -16,12 +16,14 @@ from videoldm.training.stages.decoder import DecoderStage
 from videoldm.training.stages.diffusion import DiffusionLoss, DiffusionStage, noise_scheduler_config
 from videoldm.training.stages.image import ImageStage
 from videoldm.training.stages.temporal import TemporalStage
+from videoldm.training.stages.upsampler import UpsamplerStage
 
 STAGES: dict[str, type[Stage]] = {
     "autoencoder": AutoencoderStage,
     "image": ImageStage,
     "temporal": TemporalStage,
     "decoder": DecoderStage,
+    "upsampler": UpsamplerStage,
 }
 
 

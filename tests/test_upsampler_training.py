@@ -1,0 +1,102 @@
+"""The upsampler stage: an image upsampler on patches, then temporal layers on it; what it exports; config errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from upsampler_fixtures import TINY_UPSAMPLER_CONFIG, TINY_UPSAMPLER_UNET
+from videoldm.data.shapes import write_shapes_dataset
+from videoldm.pipelines.upscale import VideoUpscalePipeline
+from videoldm.training.batches import step_generator
+from videoldm.training.config import ConfigError
+from videoldm.training.stages import build_stage, load_config
+from videoldm.training.trainer import train
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("shapes")
+    return write_shapes_dataset(root, videos=4, seed=0, num_frames=8, size=32, texture="mixed")
+
+
+def config(tmp: Path, shapes: Path, name: str, *, model: dict, num_frames: int = 1) -> Path:
+    path = tmp / f"{name}.yaml"
+    sections = {
+        "stage": "upsampler",
+        "output_dir": str(tmp / name),
+        "data": {"videos": str(shapes), "size": 32, "num_frames": num_frames, "cache_frames": 8},
+        "model": model,
+        "optim": {"lr": 1e-3},
+        "train": {"max_steps": 2, "batch_size": 2, "checkpoint_every": 2, "log_every": 1},
+    }
+    path.write_text(yaml.safe_dump(sections))
+    return path
+
+
+def image_model() -> dict:
+    return {"unet": TINY_UPSAMPLER_UNET, "upsampler": {**TINY_UPSAMPLER_CONFIG, "patch_size": 16}}
+
+
+def test_batches_are_aligned_patches_with_one_noise_level_per_clip(tmp_path, shapes):
+    stage = build_stage(load_config(config(tmp_path, shapes, "image", model=image_model(), num_frames=4)))
+    from videoldm.training.cache import prepare_cache
+
+    cache = prepare_cache(stage, stage.config, is_main=True, wait=lambda: None)
+    batch = stage.batch(cache, step_generator(0, 0))
+    assert set(batch) == {"latents", "noise", "timesteps", "condition", "noise_level"}
+    assert batch["latents"].shape == batch["condition"].shape == (2, 3, 4, 16, 16)
+    assert batch["noise_level"].shape == batch["timesteps"].shape == (2,)
+    assert batch["noise_level"].max() < TINY_UPSAMPLER_CONFIG["max_noise_level"]
+    again = stage.batch(cache, step_generator(0, 0))
+    assert all(torch.equal(batch[k], again[k]) for k in batch)  # a pure function of the step's generator
+    assert torch.isfinite(stage.module(**batch))
+
+
+def test_image_then_temporal_upsampler_export_model_folders(tmp_path, shapes):
+    image = train(load_config(config(tmp_path, shapes, "image", model=image_model())))
+    part = image / "upsampler"
+    assert {p.name for p in part.iterdir()} >= {"unet", "scheduler", "low_res_scheduler", "upsampler_config.json"}
+    assert not (part / "temporal").exists()
+    temporal_model = {"pretrained": str(image), "temporal": {"kernel_size": [3, 1, 1]}, "upsampler": {"patch_size": 16}}
+    video = train(load_config(config(tmp_path, shapes, "temporal", model=temporal_model, num_frames=4)))
+    assert (video / "upsampler" / "temporal").is_dir()
+    pipe = VideoUpscalePipeline.from_pretrained(video)
+    assert pipe.upsampler.video_unet.temporal.config.temporal_norm == "frame"
+    # the frozen image upsampler is the image stage's
+    trained = VideoUpscalePipeline.from_pretrained(image).upsampler.video_unet.unet.state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in pipe.upsampler.video_unet.unet.state_dict().items())
+    out = pipe(torch.zeros(1, 3, 5, 8, 8), num_inference_steps=2, generator=torch.Generator().manual_seed(0)).frames
+    assert out.shape == (1, 3, 5, 16, 16)
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ({"upsampler": {"patch_size": 16}}, "model.unet: required"),
+        ({**image_model(), "upsampler": {"scale_factor": 3}}, "model.upsampler: scale_factor must be 2 or 4"),
+        ({**image_model(), "upsampler": {"patch": 16}}, "model.upsampler.patch: unknown key"),
+        ({**image_model(), "upsampler": {"patch_size": 15}}, "model.upsampler.patch_size"),
+        ({**image_model(), "temporal": {"kernel_size": [3, 1, 1]}}, "model.temporal: the temporal layers go on"),
+    ],
+)
+def test_config_errors_name_the_key(tmp_path, shapes, model, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(config(tmp_path, shapes, "bad", model=model))
+
+
+def test_temporal_layers_need_frame_norm(tmp_path, shapes):
+    folder = tmp_path / "image_model"
+    from upsampler_fixtures import save_tiny_model
+
+    save_tiny_model(folder, temporal=False)
+    model = {"pretrained": str(folder), "temporal": {"temporal_norm": "clip"}}
+    with pytest.raises(ConfigError, match="temporal_norm: must be 'frame'"):
+        load_config(config(tmp_path, shapes, "bad", model=model))
+    with pytest.raises(ConfigError, match=r"model\.upsampler\.scale_factor: set by"):
+        load_config(
+            config(tmp_path, shapes, "bad", model={"pretrained": str(folder), "upsampler": {"scale_factor": 2}})
+        )
