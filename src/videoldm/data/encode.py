@@ -200,8 +200,15 @@ def load_clip(dataset: VideoFolderDataset, index: int) -> tuple[torch.Tensor, di
     return pixels, entry
 
 
-def run_worker(job: EncodeJob, worker: int, workers: int, threads: int | None = None) -> None:
-    """Encode this worker's share of the inputs into shards w{worker}-*.tar, continuing after its last shard."""
+def run_worker(
+    job: EncodeJob,
+    worker: int,
+    workers: int,
+    threads: int | None = None,
+    encoders: tuple[AutoencoderKL, TextEncoder] | None = None,
+) -> None:
+    """Encode this worker's share of the inputs into shards w{worker}-*.tar, continuing after its last shard.
+    `encoders`: the VAE and text encoder when the caller has them loaded (else loaded here)."""
     if threads:
         torch.set_num_threads(threads)
     dataset = job.dataset()
@@ -209,7 +216,7 @@ def run_worker(job: EncodeJob, worker: int, workers: int, threads: int | None = 
     position, sequence, finished = resume_point(job.out, worker)
     if finished:
         return
-    vae, text_encoder = load_encoders(job.model)
+    vae, text_encoder = encoders or load_encoders(job.model)
     kill_after = int(os.environ.get(FAULT_ENV, "0"))
     writer, skipped, first = None, [], position
 
@@ -246,12 +253,12 @@ def run_worker(job: EncodeJob, worker: int, workers: int, threads: int | None = 
 def encode(job: EncodeJob, *, workers: int = 1, rank: int = 0, world_size: int = 1) -> dict[str, Any]:
     """Encode this process's share (`workers` worker processes of rank `rank`); returns the summary so far."""
     check_job(job)
-    _, text_encoder = load_encoders(job.model)
+    encoders = load_encoders(job.model)
     total = workers * world_size
-    start(job, workers=total, text_encoder=text_encoder)
+    start(job, workers=total, text_encoder=encoders[1])
     ids = [rank * workers + w for w in range(workers)]
     if workers == 1:
-        run_worker(job, ids[0], total)
+        run_worker(job, ids[0], total, encoders=encoders)
     else:
         threads = max(1, torch.get_num_threads() // workers)
         context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
