@@ -9,4 +9,5 @@ from videoldm.cli import (
     generate,  # noqa: F401
     reconstruct,  # noqa: F401
     train,  # noqa: F401
+    upscale,  # noqa: F401
 )
