@@ -21,6 +21,8 @@ SHIPPED = [
     "tiny-shapes/keyframes",
     "tiny-shapes/temporal",
     "tiny-shapes/temporal-continue",
+    "tiny-shapes/upsampler",
+    "tiny-shapes/upsampler-image",
 ]
 
 
@@ -41,6 +43,10 @@ def test_each_shipped_config_loads_and_passes_its_stage_checks(name, tmp_path, m
     (tmp_path / raw["data"]["videos"] / "captions.csv").write_text("path,caption\n")
     if "pretrained" in raw.get("model", {}):
         (tmp_path / raw["model"]["pretrained"]).mkdir(parents=True)
+        if raw["stage"] == "upsampler":  # what the image upsampler's run exports
+            from upsampler_fixtures import save_tiny_model
+
+            save_tiny_model(tmp_path / raw["model"]["pretrained"], temporal=False)
     config = load_config(shipped_config(name))
     assert config.stage in STAGES
     assert config.output_dir == tmp_path / raw["output_dir"]
