@@ -101,9 +101,12 @@ class EncodeJob:
 
 
 def load_encoders(model: Path) -> tuple[AutoencoderKL, TextEncoder]:
-    """The model folder's VAE (fp32, as the training stages load it) and text encoder."""
-    vae = AutoencoderKL.from_pretrained(model / layout.VAE, local_files_only=True)
-    return vae.eval().requires_grad_(False), load_text_encoder(model / layout.TEXT_ENCODER, model / layout.TOKENIZER)
+    """The model folder's VAE (fp32, as the training stages load it) and text encoder, on this process's GPU
+    (LOCAL_RANK under torchrun / accelerate launch) when there is one."""
+    device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu")
+    vae = AutoencoderKL.from_pretrained(model / layout.VAE, local_files_only=True).to(device)
+    text_encoder = load_text_encoder(model / layout.TEXT_ENCODER, model / layout.TOKENIZER).to(device)
+    return vae.eval().requires_grad_(False), text_encoder
 
 
 def check_job(job: EncodeJob) -> None:

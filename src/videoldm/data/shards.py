@@ -72,6 +72,7 @@ class ShardWriter:
     def __init__(self, directory: Path, name: str) -> None:
         self.directory = directory
         self.name = name
+        directory.mkdir(parents=True, exist_ok=True)
         self.tmp = directory / f".{name}.tar.tmp-{os.getpid()}"
         # Open until commit() or abandon(): the writer outlives any one with-block.
         self.tar = tarfile.open(self.tmp, "w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115
