@@ -257,3 +257,24 @@ def test_resume_from_shards_after_sigkill_matches_the_straight_run(tmp_path, sha
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
     assert any("conv2.weight" in k and a[k].abs().sum() > 0 for k in a)  # it trained
+
+
+def test_image_stage_trains_on_shard_frames_and_samples_with_their_prompts(tmp_path, shards, model):
+    """The image stage draws single stored frames through the same sampler; samples take their prompts and
+    embeddings from the first clips of the shards (no text encoder is loaded for them)."""
+    config = T.write_config(
+        tmp_path / "image.yaml",
+        stage="image",
+        output_dir=str(tmp_path / "run"),
+        data={"shards": str(shards), "size": 32},
+        model={"pretrained": str(model)},
+        train={"max_steps": 1, "batch_size": 3, "checkpoint_every": 1, "sample_every": 1},
+    )
+    trainer = Trainer(load_config(config))
+    source = trainer.build_cache()
+    batch = trainer.stage.batch(source, B.step_generator(0, 0))
+    assert batch["latents"].shape == (3, 4, 16, 16) and batch["text"].shape == (3, 16, 384)
+    assert set(source.captions) == {source.shards.locate(i)[1]["caption"] for i in range(GOOD)}
+    model_dir = trainer.fit()
+    assert (tmp_path / "run" / "samples" / "step-0000001.gif").is_file()
+    assert (model_dir / "unet" / "config.json").is_file()
