@@ -26,15 +26,20 @@ from videoldm.layout import TEMPORAL_DECODER
 HELD_OUT_SEED = 90_001  # the shapes datasets of the configs use small seeds; this one is for evaluation only
 
 
-def held_out_shapes(num_videos: int, *, frames: int, size: int, seed: int = HELD_OUT_SEED) -> torch.Tensor:
-    """(N, 3, T, size, size) shapes-world clips in [-1, 1], captions balanced over the 48."""
+def held_out_shapes(
+    num_videos: int, *, frames: int, size: int, seed: int = HELD_OUT_SEED, texture: str | None = None
+) -> torch.Tensor:
+    """(N, 3, T, size, size) shapes-world clips in [-1, 1], captions balanced over the 48; `texture` as for
+    `videoldm.data.shapes.sample_clip` (None: the plain grey background)."""
     from videoldm.data.shapes import balanced_captions, parse_caption, render_shapes_video
 
     clips = []
     for i, caption in enumerate(balanced_captions(num_videos, seed=seed)):
         colour, shape, direction = parse_caption(caption)
         rng = np.random.default_rng([seed, i])
-        clips.append(render_shapes_video(colour, shape, direction, rng=rng, num_frames=frames, size=size))
+        clips.append(
+            render_shapes_video(colour, shape, direction, rng=rng, num_frames=frames, size=size, texture=texture)
+        )
     return torch.stack(clips)
 
 
@@ -99,6 +104,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--num-videos", type=int, default=64)
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--texture", choices=["static", "pan", "mixed"], default=None, help="textured backgrounds")
     parser.add_argument("--chunk-size", type=int, default=None)
     parser.add_argument("--output", type=Path, default=RESULTS / "decoder_quality.md")
     args = parser.parse_args(argv)
@@ -112,8 +118,10 @@ def main(argv: list[str] | None = None) -> Path:
     if args.videos is not None:
         videos, described = read_videos(args.videos, frames=args.frames), f"`{args.videos}`"
     else:
-        videos = held_out_shapes(args.num_videos, frames=args.frames, size=args.size)
+        videos = held_out_shapes(args.num_videos, frames=args.frames, size=args.size, texture=args.texture)
         described = f"{args.num_videos} held-out shapes-world clips (seed {HELD_OUT_SEED}), {args.frames} frames"
+        if args.texture:
+            described += f", texture {args.texture}"
     results = compare_decoders(video_ae, videos, chunk_size=args.chunk_size)
     info = machine_info()
     header = machine_header(info, load_before=info["load_1min"], load_after=info["load_1min"])

@@ -1,0 +1,156 @@
+"""Video upsampler vs image upsampler vs bicubic on held-out textured shapes-world clips (PAPER.md section 6).
+
+The truth is rendered at the upsampler's output size (a seed the training data does not use), the input is its
+area downscale. Per method: temporal flicker (mean |diff(out) - diff(truth)| over time, on the [0, 1] scale), PSNR
+and SSIM against the truth. "image" is the same upsampler with its temporal layers off (the paper's baseline);
+same seed, same noise for both. The issue's target: flicker of the aligned upsampler <= 1/3 of the image
+upsampler's. Then the cost of upscaling a 16- and a 113-frame clip, each in a fresh process: seconds per frame
+and peak RSS above the process after its imports -- flat in the length when the windows bound the memory.
+
+Needs a model folder with a trained `upsampler/` (`videoldm train tiny-shapes/upsampler-image`, then
+`tiny-shapes/upsampler`; see docs/upsampler.md).
+
+Run: .venv/bin/python -m benchmarks.upsampler_quality --model DIR [--num-videos 16] [--frames 16] [--steps 20]
+(writes benchmarks/results/upsampler_quality.md)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import (
+    RESULTS,
+    machine_header,
+    machine_info,
+    markdown_table,
+    peak_rss_mb,
+    reset_peak_rss,
+    run_in_subprocess,
+    shown_path,
+    write_atomic,
+)
+from benchmarks.decoder_quality import HELD_OUT_SEED, held_out_shapes
+from videoldm.autoencoder.metrics import psnr, ssim, temporal_flicker
+from videoldm.layout import UPSAMPLER
+from videoldm.pipelines.upscale import VideoUpscalePipeline
+from videoldm.upsampler import downscale, upscale_bicubic
+
+METHODS = ("aligned", "image", "bicubic")
+
+
+@torch.no_grad()
+def compare_upsamplers(
+    pipe: VideoUpscalePipeline,
+    truth: torch.Tensor,
+    *,
+    steps: int,
+    seed: int = 0,
+    chunk_size: int | None = 16,
+    noise_level: int | None = None,
+) -> dict[str, dict[str, float]]:
+    """Mean flicker / PSNR / SSIM per method over true videos (N, 3, T, H, W) in [-1, 1]."""
+    factor = pipe.upsampler.scale_factor
+    scores: dict[str, dict[str, list[torch.Tensor]]] = {m: {"flicker": [], "psnr": [], "ssim": []} for m in METHODS}
+    for i in range(truth.shape[0]):
+        clip = truth[i : i + 1]
+        low = downscale(clip, factor)
+        outputs = {"bicubic": upscale_bicubic(low, factor).clamp(-1, 1)}
+        for method in ("aligned", "image"):
+            outputs[method] = pipe(
+                low,
+                noise_level=noise_level,
+                num_inference_steps=steps,
+                generator=torch.Generator().manual_seed(seed + i),
+                chunk_size=chunk_size,
+                image_only=method == "image",
+            ).frames
+        for method, out in outputs.items():
+            scores[method]["flicker"].append(temporal_flicker(out, clip))
+            scores[method]["psnr"].append(psnr(out, clip))
+            scores[method]["ssim"].append(ssim(out, clip))
+    return {m: {k: torch.cat(v).mean().item() for k, v in metrics.items()} for m, metrics in scores.items()}
+
+
+def upscale_cost(
+    *, baseline_mb: float, model: str, frames: int, size: int, steps: int, chunk_size: int, image_only: bool = False
+) -> dict[str, float]:
+    """Upscale one held-out clip of `frames` frames in this process: seconds per frame, peak RSS (MiB) above
+    `baseline_mb`. Run through `run_in_subprocess`, so the peak is this run's alone. `size`: output pixels."""
+    pipe = VideoUpscalePipeline.from_pretrained(model, image_only=image_only)
+    low = downscale(held_out_shapes(1, frames=frames, size=size, texture="pan"), pipe.upsampler.scale_factor)
+    reset_peak_rss()
+    start = time.perf_counter()
+    pipe(low, num_inference_steps=steps, generator=torch.Generator().manual_seed(0), chunk_size=chunk_size)
+    seconds = time.perf_counter() - start
+    return {"s_per_frame": seconds / frames, "peak_mb": peak_rss_mb() - baseline_mb}
+
+
+def report(quality: dict[str, dict[str, float]], costs: list[dict], *, model: Path, described: str, header: str) -> str:
+    rows = [{"method": m, **quality[m]} for m in METHODS]
+    ratio = quality["aligned"]["flicker"] / max(quality["image"]["flicker"], 1e-12)
+    verdict = (
+        f"flicker ratio aligned / image = {ratio:.3f} (target <= 0.333: {'met' if ratio <= 1 / 3 else 'NOT met'})."
+    )
+    return (
+        "# Video upsampler: aligned vs image upsampler vs bicubic\n\n"
+        f"{header}\n\nModel: `{model}`. Videos: {described}. flicker = mean |(x̂[t+1] - x̂[t]) - (x[t+1] - x[t])| "
+        "on the [0, 1] scale (lower is better); PSNR (dB) and SSIM against the true high-resolution frames.\n\n"
+        f"{markdown_table(rows, ['method', 'flicker', 'psnr', 'ssim'], floats='.5f')}\n\n{verdict}\n\n"
+        "Cost of one clip (a fresh process each; peak RSS above the process after its imports):\n\n"
+        f"{markdown_table(costs, ['frames', 's_per_frame', 'peak_mb'], floats='.3g')}\n\n"
+        "Reproduce: `.venv/bin/python -m benchmarks.upsampler_quality --model DIR`\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, required=True, help="model folder with upsampler/")
+    parser.add_argument("--num-videos", type=int, default=16)
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--texture", choices=["static", "pan", "mixed"], default="mixed")
+    parser.add_argument("--size", type=int, default=None, help="output size (default: 64 x the upsampler's factor)")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--chunk-size", type=int, default=16)
+    parser.add_argument("--cost-frames", type=int, nargs="*", default=[16, 113])
+    parser.add_argument("--output", type=Path, default=RESULTS / "upsampler_quality.md")
+    args = parser.parse_args(argv)
+    if not (args.model / UPSAMPLER).is_dir():
+        sys.exit(f"error: {args.model} has no {UPSAMPLER}/ folder: train tiny-shapes/upsampler first")
+    pipe = VideoUpscalePipeline.from_pretrained(args.model)
+    size = args.size or 64 * pipe.upsampler.scale_factor
+    truth = held_out_shapes(args.num_videos, frames=args.frames, size=size, texture=args.texture)
+    described = (
+        f"{args.num_videos} held-out shapes-world clips (seed {HELD_OUT_SEED}), {args.frames} frames at {size}x{size}, "
+        f"texture {args.texture}, {args.steps} steps"
+    )
+    info = machine_info()
+    quality = compare_upsamplers(pipe, truth, steps=args.steps, chunk_size=args.chunk_size)
+    costs = [
+        {
+            "frames": n,
+            **run_in_subprocess(
+                "benchmarks.upsampler_quality",
+                "upscale_cost",
+                {
+                    "model": str(args.model),
+                    "frames": n,
+                    "size": size,
+                    "steps": args.steps,
+                    "chunk_size": args.chunk_size,
+                },
+            ),
+        }
+        for n in args.cost_frames
+    ]
+    header = machine_header(info, load_before=info["load_1min"], load_after=machine_info()["load_1min"])
+    text = report(quality, costs, model=shown_path(args.model), described=described, header=header)
+    return write_atomic(args.output, text)
+
+
+if __name__ == "__main__":
+    print(main())

@@ -1,0 +1,30 @@
+"""benchmarks.upsampler_quality on a tiny saved upsampler: every method scored, costs measured, a report written."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from benchmarks import upsampler_quality
+
+from upsampler_fixtures import save_tiny_model
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_benchmark_scores_every_method_and_writes_its_report(tmp_path):
+    model = save_tiny_model(tmp_path / "model")
+    out = tmp_path / "report.md"
+    args = ["--model", str(model), "--num-videos", "1", "--frames", "3", "--steps", "1", "--size", "32"]
+    upsampler_quality.main([*args, "--cost-frames", "--output", str(out)])  # no fresh processes: slow imports
+    text = out.read_text()
+    for method in upsampler_quality.METHODS:
+        assert f"| {method} |" in text
+    assert "flicker ratio aligned / image" in text
+    cost = upsampler_quality.upscale_cost(baseline_mb=0.0, model=str(model), frames=3, size=32, steps=1, chunk_size=2)
+    assert cost["s_per_frame"] > 0 and cost["peak_mb"] > 0
