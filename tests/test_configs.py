@@ -16,7 +16,9 @@ from videoldm.training.stages import STAGES, load_config
 
 SHIPPED = [
     "tiny-shapes/autoencoder",
+    "tiny-shapes/autoencoder-textured",
     "tiny-shapes/decoder",
+    "tiny-shapes/decoder-textured",
     "tiny-shapes/image",
     "tiny-shapes/keyframes",
     "tiny-shapes/temporal",
