@@ -58,27 +58,53 @@ def read_videos(folder: Path, *, frames: int) -> torch.Tensor:
 def compare_decoders(
     video_ae: VideoAutoencoder, videos: torch.Tensor, *, batch_size: int = 8, chunk_size: int | None = None
 ) -> dict[str, dict[str, float]]:
-    """Mean PSNR / SSIM / flicker of the image and the temporal decoder over videos (N, 3, T, H, W)."""
+    """Mean PSNR / SSIM / flicker of the image and the temporal decoder over videos (N, 3, T, H, W), and the
+    motion (mean |x[t+1] - x[t]| on the [0, 1] scale) of each decoder's output and of the truth ("truth" row).
+    A flicker close to the truth's motion with little motion of its own is missing detail, not flicker."""
     scores: dict[str, dict[str, list[torch.Tensor]]] = {
-        name: {"psnr": [], "ssim": [], "flicker": [], "flicker_static": []}
+        name: {"psnr": [], "ssim": [], "flicker": [], "flicker_static": [], "motion": []}
         for name in ("image", "temporal")[: 1 if video_ae.temporal is None else 2]  # no temporal_decoder/: image
     }
+    truth_motion = []
     for i in range(0, videos.shape[0], batch_size):
         batch = videos[i : i + batch_size]
         latents = video_ae.encode(batch)
+        truth_motion.append(_motion(batch))
         for name in scores:
             recon = video_ae.decode(latents, chunk_size=chunk_size, image_decoder=name == "image").clamp(-1, 1)
             scores[name]["psnr"].append(psnr(recon, batch))
             scores[name]["ssim"].append(ssim(recon, batch))
             scores[name]["flicker"].append(temporal_flicker(recon, batch))
             scores[name]["flicker_static"].append(static_flicker(recon, batch))
-    return {name: {k: torch.cat(v).mean().item() for k, v in metrics.items()} for name, metrics in scores.items()}
+            scores[name]["motion"].append(_motion(recon))
+    results = {name: {k: torch.cat(v).mean().item() for k, v in metrics.items()} for name, metrics in scores.items()}
+    return {**results, "truth": {"motion": torch.cat(truth_motion).mean().item()}}
+
+
+def _motion(video: torch.Tensor) -> torch.Tensor:
+    """Mean |x[t+1] - x[t]| per video (B,), on the [0, 1] scale."""
+    return (video.clamp(-1, 1).diff(dim=2).abs() / 2).flatten(1).mean(dim=1)
+
+
+@torch.no_grad()
+def difference_picture(
+    video_ae: VideoAutoencoder, clip: torch.Tensor, *, frames: int = 4, gain: float = 8.0
+) -> torch.Tensor:
+    """Rows: the true frames, their differences x[t+1] - x[t], the image decoder's differences and (with a temporal
+    decoder) the temporal decoder's, for the first `frames` differences of `clip` (1, 3, T, H, W); differences
+    times `gain` around grey. -> a video batch (rows, 3, frames, H, W) for `io.write_image_grid`."""
+    latents = video_ae.encode(clip)
+    rows = [clip[:, :, :frames], (gain * clip.diff(dim=2)[:, :, :frames]).clamp(-1, 1)]
+    for image_decoder in (True, False)[: 1 if video_ae.temporal is None else 2]:
+        decoded = video_ae.decode(latents, image_decoder=image_decoder).clamp(-1, 1)
+        rows.append((gain * decoded.diff(dim=2)[:, :, :frames]).clamp(-1, 1))
+    return torch.cat(rows)
 
 
 def report(results: dict[str, dict[str, float]], *, model: Path, videos: str, header: str) -> str:
     image, temporal = results["image"], results.get("temporal")
     rows = [{"decoder": name, **metrics} for name, metrics in results.items()]
-    columns = ["decoder", "psnr", "ssim", "flicker", "flicker_static"]
+    columns = ["decoder", "psnr", "ssim", "flicker", "flicker_static", "motion"]
     verdict = "No temporal_decoder/: the image decoder alone (is there flicker to remove?)."
     if temporal is not None:
         flicker_ratio = temporal["flicker"] / max(image["flicker"], 1e-12)
@@ -93,7 +119,8 @@ def report(results: dict[str, dict[str, float]], *, model: Path, videos: str, he
         f"{header}\n\nModel: `{model}`. Videos: {videos}. PSNR (dB) and SSIM on the [0, 1] scale per video; "
         "flicker = mean |(x̂[t+1] - x̂[t]) - (x[t+1] - x[t])| on the [0, 1] scale (lower is better); "
         "flicker_static = the part of it at pixels the video does not change from one frame to the next "
-        "(`metrics.static_flicker`; the rest is where the object moves).\n\n"
+        "(`metrics.static_flicker`; the rest is where the object moves); motion = mean |x[t+1] - x[t]| of the output "
+        "(truth: of the true frames).\n\n"
         f"{markdown_table(rows, columns, floats='.5f')}\n\n{verdict}\n\n"
         "Reproduce: `.venv/bin/python -m benchmarks.decoder_quality`\n"
     )
@@ -109,6 +136,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--texture", choices=["static", "pan", "mixed"], default=None, help="textured backgrounds")
     parser.add_argument("--chunk-size", type=int, default=None)
     parser.add_argument("--output", type=Path, default=RESULTS / "decoder_quality.md")
+    parser.add_argument("--picture", type=Path, default=None, help="write the first clip's frame differences (png)")
     args = parser.parse_args(argv)
     if args.model is None:
         from videoldm.assets import shipped_model_dir
@@ -123,6 +151,10 @@ def main(argv: list[str] | None = None) -> Path:
         if args.texture:
             described += f", texture {args.texture}"
     results = compare_decoders(video_ae, videos, chunk_size=args.chunk_size)
+    if args.picture is not None:
+        from videoldm.io import write_image_grid
+
+        write_image_grid(args.picture, difference_picture(video_ae, videos[:1]))
     info = machine_info()
     header = machine_header(info, load_before=info["load_1min"], load_after=info["load_1min"])
     model = shown_path(args.model)
