@@ -145,7 +145,7 @@ def test_ranks_split_the_inputs_disjointly(tmp_path, videos, model, shards):
     with pytest.raises(Exception, match="worker"):  # rank 1 has not run: the folder is incomplete
         ShardSet.open(out)
     encode(job(videos, model, out), rank=1, world_size=2)
-    keys = {p.name: [c["key"] for c in json.loads(p.read_text())["clips"]] for p in out.glob("w*.json")}
+    keys = {p.name: [c["key"] for c in json.loads(p.read_text())] for p in out.glob("w*.clips.json")}
     assert sorted(k for ks in keys.values() for k in ks) == [f"{i:09d}" for i in range(GOOD)]  # each once
     assert {k for name, ks in keys.items() if name.startswith("w000") for k in ks} == {
         "000000000",
@@ -161,6 +161,17 @@ def test_ranks_split_the_inputs_disjointly(tmp_path, videos, model, shards):
         encode(job(videos, model, out))
 
 
+def test_worker_processes_write_the_same_clips(tmp_path, videos, model, shards):
+    """--workers 2: two spawned processes, each its share; together the straight run's clips, each once."""
+    summary = encode(job(videos, model, tmp_path / "workers"), workers=2)
+    assert summary["clips"] == GOOD and summary["workers_finished"] == "2 of 2"
+    merged, straight = ShardSet.open(tmp_path / "workers"), ShardSet.open(shards)
+    order = {merged.locate(i)[1]["key"]: i for i in range(GOOD)}
+    assert sorted(order) == [f"{i:09d}" for i in range(GOOD)]
+    for i in range(GOOD):
+        assert torch.equal(straight.read(i)["latents"], merged.read(order[straight.locate(i)[1]["key"]])["latents"])
+
+
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return T.run_cli(*args, env=env)
 
@@ -171,7 +182,7 @@ def test_a_killed_encode_continues_without_duplicates_or_gaps(tmp_path, videos, 
     args += SMALL
     first = run_cli(*args, env={FAULT_ENV: "1"})
     assert first.returncode == -9, first.stderr[-2000:]
-    assert [p.name for p in sorted(out.glob("w*"))] == ["w000-000000.json", "w000-000000.tar"]
+    assert [p.name for p in sorted(out.glob("w*"))] == ["w000-000000.clips.json", "w000-000000.json", "w000-000000.tar"]
     with pytest.raises(Exception, match="has not finished"):
         ShardSet.open(out)
     second = run_cli(*args)
@@ -226,7 +237,7 @@ def test_bad_shard_folders_are_clear_errors_before_any_step(tmp_path, videos, sh
     subprocess.run(["cp", "-r", str(shards), str(cut)], check=True)
     tar = cut / "w000-000001.tar"
     tar.write_bytes(tar.read_bytes()[:1000])
-    with pytest.raises(ConfigError, match=r"w000-000001.tar: truncated or replaced shard: .* records 102400 bytes"):
+    with pytest.raises(ConfigError, match=r"w000-000001.tar: truncated or replaced shard: .* says 102400 bytes"):
         Trainer(load_config(shards_config(tmp_path, cut, model))).build_cache()
 
     long = yaml.safe_load(shards_config(tmp_path, shards, model).read_text())

@@ -7,14 +7,15 @@ A shard folder (written by `videoldm data encode`, see `data/encode.py` and docs
     text-empty.safetensors    the text encoder's embedding of "" (L, D) fp16: caption dropout's empty prompt
     w003-000012.tar           a WebDataset shard of worker 3: per clip `{key}.safetensors` (latents (c, T, h, w)
                               and text (L, D), fp16) and `{key}.json` (caption, source file, frames, fps)
-    w003-000012.json          its index, written after the tar: clip count, the tar's size, each clip's byte
-                              range in the tar, the input positions it covers, the inputs it skipped and why
+    w003-000012.clips.json    each clip's byte range in the tar, caption, source, frames and fps
+    w003-000012.json          the shard's record, written last: clip count, the tar's size, the input positions
+                              it covers, the inputs it skipped and why (small: opening 10^4 shards reads these)
     summary.json              clips written and inputs skipped (by reason, with the files), for people
 
-A shard exists for readers once its index exists: the tar is written to a temporary name and renamed, then the
-index likewise, so a killed writer leaves no shard that a reader sees half-written. Plain tar members make the
-shards streamable by `webdataset.WebDataset` as they are; the training reader seeks to a clip's byte range
-instead, so a batch can be any clips -- a pure function of (seed, step, rank), see `training/batches.py`.
+A shard exists for readers once its record exists: the tar is written to a temporary name and renamed, then the
+clip index and the record likewise, so a killed writer leaves no shard that a reader sees half-written. Plain tar
+members make the shards streamable by `webdataset.WebDataset` as they are; the training reader seeks to a clip's
+byte range instead, so a batch can be any clips -- a pure function of (seed, step, rank), see `training/batches.py`.
 Only one integer per shard stays in memory; the indexes of the shards read recently are cached.
 """
 
@@ -94,14 +95,17 @@ class ShardWriter:
         self.clips.append({"key": key, "offset": offset, "size": len(data), **meta})
 
     def commit(self, extra: dict[str, Any]) -> Path:
-        """Close the tar, rename it into place, then write the index (`extra`: coverage, skipped inputs)."""
+        """Close the tar, rename it into place, then write its clip index and last its record (`extra`: coverage,
+        skipped inputs)."""
         self.tar.close()
         with open(self.tmp, "rb+") as f:
             os.fsync(f.fileno())  # the index must never describe bytes still in flight
         tar = self.directory / f"{self.name}.tar"
         os.replace(self.tmp, tar)
-        index = {"count": len(self.clips), "tar_bytes": tar.stat().st_size, "clips": self.clips, **extra}
-        write_json(self.directory / f"{self.name}.json", index)
+        write_json(self.directory / f"{self.name}.clips.json", self.clips)
+        write_json(
+            self.directory / f"{self.name}.json", {"count": len(self.clips), "tar_bytes": tar.stat().st_size, **extra}
+        )
         return tar
 
     def abandon(self) -> None:
@@ -110,7 +114,7 @@ class ShardWriter:
 
 
 def shard_indexes(directory: Path) -> list[Path]:
-    """The committed shard indexes of a folder, in global clip order."""
+    """The committed shards' records (wWWW-SSSSSS.json) of a folder, in global clip order."""
     return sorted(p for p in directory.glob("w*.json") if _SHARD.match(p.name))
 
 
@@ -147,10 +151,12 @@ class ShardSet:
             index = read_json(index_file)
             tar = index_file.with_suffix(".tar")
             size = tar.stat().st_size if tar.is_file() else None
+            if not index_file.with_suffix(".clips.json").is_file():
+                raise ShardError(f"{index_file.with_suffix('.clips.json')} is missing (the clip index of {tar.name})")
             if size != index["tar_bytes"]:
                 found = "it is missing" if size is None else f"it has {size}"
                 raise ShardError(
-                    f"{tar}: truncated or replaced shard: its index {index_file.name} records {index['tar_bytes']} "
+                    f"{tar}: truncated or replaced shard: its record {index_file.name} says {index['tar_bytes']} "
                     f"bytes, {found}; rerun `videoldm data encode` on a copy without it, or restore the file"
                 )
             names.append(index_file.stem)
@@ -168,18 +174,18 @@ class ShardSet:
         return cls(directory=directory, dataset=dataset, names=names, ends=np.cumsum(counts))
 
     def __post_init__(self) -> None:
-        self._indexes: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._indexes: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
 
     def __len__(self) -> int:
         return int(self.ends[-1])
 
-    def index(self, shard: int) -> dict[str, Any]:
-        """The parsed index of shard number `shard` (least recently used ones are dropped)."""
+    def index(self, shard: int) -> list[dict[str, Any]]:
+        """The clip entries of shard number `shard` (the least recently used parsed indexes are dropped)."""
         name = self.names[shard]
         if name in self._indexes:
             self._indexes.move_to_end(name)
         else:
-            self._indexes[name] = read_json(self.directory / f"{name}.json")
+            self._indexes[name] = read_json(self.directory / f"{name}.clips.json")
             if len(self._indexes) > _INDEX_CACHE:
                 self._indexes.popitem(last=False)
         return self._indexes[name]
@@ -190,7 +196,7 @@ class ShardSet:
             raise IndexError(f"clip {clip} out of range for {len(self)} clips in {self.directory}")
         shard = int(np.searchsorted(self.ends, clip, side="right"))
         first = int(self.ends[shard - 1]) if shard else 0
-        return shard, self.index(shard)["clips"][clip - first]
+        return shard, self.index(shard)[clip - first]
 
     def read(self, clip: int) -> dict[str, torch.Tensor]:
         """Clip `clip`'s tensors, read from its byte range (one seek, one read)."""
