@@ -72,3 +72,17 @@ def test_bad_input_exits_2_with_one_line_and_no_file(tmp_path, model, low_res, c
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], result.output
     assert not out.exists() and not any(out.parent.glob("*up*"))
+
+
+def test_generate_upscale_runs_the_folders_upsampler_after_the_stack(tmp_path):
+    from test_pipeline_fixtures import write_tiny_video_ldm
+
+    folder = write_tiny_video_ldm(tmp_path / "stack")
+    args = ["generate", "a red circle moving right", "--model", str(folder), "--num-frames", "3", "--steps", "2"]
+    result = CliRunner().invoke(app, [*args, "--seed", "0", "--output", str(tmp_path / "no.mp4"), "--upscale"])
+    assert result.exit_code == 2 and "has no upsampler/" in result.output
+    assert not (tmp_path / "no.mp4").exists()
+    save_tiny_model(folder)  # adds upsampler/ beside the text-to-video parts
+    result = CliRunner().invoke(app, [*args, "--seed", "0", "--output", str(tmp_path / "up.mp4"), "--upscale"])
+    assert result.exit_code == 0, result.output
+    assert read_video(tmp_path / "up.mp4")[0].shape == (3, 3, 32, 32)  # the model's 16 x 16, upscaled x2

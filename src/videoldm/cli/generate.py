@@ -38,6 +38,9 @@ def generate(
     compile_unet: bool = typer.Option(
         False, "--compile", help="torch.compile the UNet: minutes to start; for GPUs and long runs (see docs)."
     ),
+    upscale: bool = typer.Option(
+        False, "--upscale", help="Then run the folder's video upsampler (upsampler/) on the video (docs/upsampler.md)."
+    ),
 ) -> None:
     """Generate a video from text and print the path of the written .mp4 / .gif."""
     seed = secrets.randbelow(2**31) if seed is None else seed
@@ -46,6 +49,7 @@ def generate(
     _check_output(output)
     folder = model_dir(model)
     height, width = _check_size(folder, height, width)
+    upscaler = _load_upscaler(folder, height, width) if upscale else None  # checked before sampling anything
 
     import torch
 
@@ -80,7 +84,25 @@ def generate(
         image_only=image_only,
         image_decoder=image_decoder,
     ).frames
+    if upscaler is not None:
+        upscaler.to(device)
+        video = upscaler(video, generator=torch.Generator().manual_seed(seed), image_only=image_only).frames
     typer.echo(str(write_video(output, video[0].cpu(), fps=fps)))
+
+
+def _load_upscaler(folder: Path, height: int, width: int):
+    """The folder's `VideoUpscalePipeline`, checked to take `height` x `width` videos; exit 2 otherwise."""
+    from videoldm.layout import UPSAMPLER
+    from videoldm.pipelines.upscale import VideoUpscalePipeline
+
+    if not (folder / UPSAMPLER).is_dir():
+        fail(f"--upscale: {folder} has no {UPSAMPLER}/ folder (a video upsampler)")
+    try:
+        upscaler = VideoUpscalePipeline.from_pretrained(folder)
+        upscaler.upsampler.check_input_size(height, width)
+    except (OSError, ValueError) as err:
+        fail(f"--upscale: {err}")
+    return upscaler
 
 
 def _check_arguments(
