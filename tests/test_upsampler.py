@@ -153,3 +153,18 @@ def test_saved_upsampler_loads_with_and_without_its_temporal_layers(tmp_path):
     assert torch.allclose(run(image), run(original, image_only=True), atol=1e-6)
     with pytest.raises(FileNotFoundError, match="upsampler"):
         VideoUpscalePipeline.from_pretrained(tmp_path)
+
+
+def test_the_model_never_sees_more_than_one_window():
+    pipe = tiny_pipeline()
+    shapes = []
+    hook = pipe.upsampler.video_unet.register_forward_pre_hook(lambda m, args: shapes.append(tuple(args[0].shape)))
+    try:
+        pipe(video(t=20, size=16), num_inference_steps=1, chunk_size=6, tile_size=16, tile_overlap=4)
+    finally:
+        hook.remove()
+    # one step: 4 windows of frames (6, overlap 1, over 20) x 3 x 3 tiles (16, overlap 4, over the 32 x 32 output)
+    assert (
+        len(shapes) == len(WindowPlan.of(20, 32, 32, chunk_size=6, chunk_overlap=1, tile_size=16, tile_overlap=4)) == 36
+    )
+    assert max(s[2] for s in shapes) == 6 and max(s[3] for s in shapes) == 16 and max(s[4] for s in shapes) == 16

@@ -96,6 +96,8 @@ def test_temporal_layers_need_frame_norm(tmp_path, shapes):
     model = {"pretrained": str(folder), "temporal": {"temporal_norm": "clip"}}
     with pytest.raises(ConfigError, match="temporal_norm: must be 'frame'"):
         load_config(config(tmp_path, shapes, "bad", model=model))
+    with pytest.raises(ConfigError, match=r"model\.unet: leave it out"):
+        load_config(config(tmp_path, shapes, "bad", model={"pretrained": str(folder), "unet": TINY_UPSAMPLER_UNET}))
     with pytest.raises(ConfigError, match=r"model\.upsampler\.scale_factor: set by"):
         load_config(
             config(tmp_path, shapes, "bad", model={"pretrained": str(folder), "upsampler": {"scale_factor": 2}})

@@ -84,6 +84,10 @@ class UpsamplerStage(DiffusionStage):
             except (TypeError, ValueError) as err:
                 raise ConfigError(f"model.upsampler: {err}") from err
         else:
+            if model.unet is not None:
+                raise ConfigError(
+                    f"model.unet: leave it out: the UNet is {folder}'s (fine-tuned, or under temporal layers)"
+                )
             fixed = sorted(set(options) - {"patch_size"})
             if fixed:
                 raise ConfigError(f"model.upsampler.{fixed[0]}: set by {folder}; only patch_size may be given")
