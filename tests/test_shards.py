@@ -33,11 +33,12 @@ SMALL = ["--size", "32", "--num-frames", "16", "--shard-size", "2"]
 BROKEN = {"zero.mp4", "text.mp4", "trunc.mp4", "short.mp4", "missing.mp4"}
 
 
-def make_model(root: Path, *, latent_channels: int = 4) -> Path:
-    """A tiny model folder: vae/, unet/ and the builtin MiniLM text encoder."""
+def make_model(root: Path, *, latent_channels: int = 4, text_width: int = 384) -> Path:
+    """A tiny model folder: vae/, unet/ and the builtin MiniLM text encoder (width 384)."""
     torch.manual_seed(0)
     AutoencoderKL(**{**T.TINY_VAE, "latent_channels": latent_channels}).save_pretrained(root / "vae")
     unet = {**T.TINY_UNET, "in_channels": latent_channels, "out_channels": latent_channels}
+    unet["cross_attention_dim"] = text_width
     UNet2DConditionModel(**unet).save_pretrained(root / "unet")
     for sub in ("text_encoder", "tokenizer"):
         (root / sub).mkdir()
@@ -185,8 +186,10 @@ def test_a_killed_encode_continues_without_duplicates_or_gaps(tmp_path, videos, 
     assert [p.name for p in sorted(out.glob("w*"))] == ["w000-000000.clips.json", "w000-000000.json", "w000-000000.tar"]
     with pytest.raises(Exception, match="has not finished"):
         ShardSet.open(out)
+    (out / ".w000-000001.tar.tmp-99999").write_bytes(b"half a shard")  # what a kill mid-shard leaves
     second = run_cli(*args)
     assert second.returncode == 0, second.stderr[-2000:]
+    assert not list(out.glob(".*tmp*"))
     for name in ("w000-000000", "w000-000001", "w000-000002"):  # the same shards, byte for byte
         assert (out / f"{name}.tar").read_bytes() == (shards / f"{name}.tar").read_bytes(), name
     assert json.loads((out / "summary.json").read_text())["skipped"] == 6
@@ -232,6 +235,10 @@ def test_bad_shard_folders_are_clear_errors_before_any_step(tmp_path, videos, sh
         ConfigError, match=r"dataset.json holds latents \(c, h, w\) = \(4, 16, 16\).*expects \(8, 16, 16\)"
     ):
         Trainer(config).build_cache()
+
+    wide = make_model(tmp_path / "wide", text_width=768)  # the same VAE, a UNet for CLIP-L's width
+    with pytest.raises(ConfigError, match=r"caption embeddings of width 384 .* attends to width 768"):
+        Trainer(load_config(shards_config(tmp_path, shards, wide))).build_cache()
 
     cut = tmp_path / "cut"
     subprocess.run(["cp", "-r", str(shards), str(cut)], check=True)

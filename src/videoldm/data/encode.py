@@ -217,6 +217,8 @@ def run_worker(
     dataset = job.dataset()
     mine = range(worker, len(dataset), workers)
     position, sequence, finished = resume_point(job.out, worker)
+    for stale in job.out.glob(f".{shard_name(worker, 0)[:4]}-*.tmp-*"):  # a killed run's unfinished shard
+        stale.unlink(missing_ok=True)
     if finished:
         return
     vae, text_encoder = encoders or load_encoders(job.model)

@@ -9,11 +9,13 @@ collection (`data/shards.py` keeps one integer per shard and a few parsed shard 
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from typing import Any
 
 import torch
 
+from videoldm import layout
 from videoldm.data.shards import DATASET_FILE, ShardError, ShardSet
 from videoldm.training.cache import vae_fingerprint
 from videoldm.training.config import ConfigError, RunConfig
@@ -125,6 +127,14 @@ def open_shards(stage: Any, config: RunConfig) -> LatentShards:
             f"data.shards: {meta_file} was encoded by another VAE (fingerprint {meta['vae_fingerprint']}, "
             f"{meta.get('model')}) than {stage.vae_dir()} ({fingerprint}): its latents mean nothing to this model; "
             "encode the videos with this model folder"
+        )
+    unet = config.model.unet or json.loads((config.model.pretrained / layout.UNET / "config.json").read_text())
+    text_dim = meta["text_shape"][1]
+    if unet.get("cross_attention_dim") != text_dim:
+        raise ConfigError(
+            f"data.shards: {meta_file} holds caption embeddings of width {text_dim} ({meta.get('model')}'s text "
+            f"encoder), this run's UNet attends to width {unet.get('cross_attention_dim')}: encode the captions "
+            "with this model's text encoder"
         )
     span = data.clip_span
     frames = int(meta["settings"]["frames"])
