@@ -296,3 +296,23 @@ def test_image_stage_trains_on_shard_frames_and_samples_with_their_prompts(tmp_p
     model_dir = trainer.fit()
     assert (tmp_path / "run" / "samples" / "step-0000001.gif").is_file()
     assert (model_dir / "unet" / "config.json").is_file()
+
+
+def test_image_collections_encode_as_one_frame_clips(tmp_path, model):
+    """A folder of images + captions.csv with --num-frames 1: the pixels the image dataset reads, one frame each."""
+    from PIL import Image
+
+    from videoldm.data.image_folder import ImageFolderDataset
+
+    for i in range(3):
+        pixels = (torch.rand(40, 50, 3, generator=torch.Generator().manual_seed(i)) * 255).to(torch.uint8)
+        Image.fromarray(pixels.numpy()).save(tmp_path / f"{i}.png")
+    (tmp_path / "captions.csv").write_text("path,caption\n0.png,a cat\n1.png,a dog\n2.png,a cow\n")
+    summary = encode(job(tmp_path, model, tmp_path / "shards", frames=1))
+    assert summary["clips"] == 3 and summary["skipped"] == 0
+    images = ImageFolderDataset(tmp_path, captions=tmp_path / "captions.csv", size=32)
+    vae, _ = load_encoders(model)
+    shard_set = ShardSet.open(tmp_path / "shards")
+    for i in range(3):
+        pixels = B.from_unit_range(images[i]["image"])[:, None]  # (3, 1, H, W), as the image stage would see it
+        assert torch.equal(shard_set.read(i)["latents"], encode_latents(vae, pixels[None])[0])
