@@ -316,3 +316,13 @@ def test_image_collections_encode_as_one_frame_clips(tmp_path, model):
     for i in range(3):
         pixels = B.from_unit_range(images[i]["image"])[:, None]  # (3, 1, H, W), as the image stage would see it
         assert torch.equal(shard_set.read(i)["latents"], encode_latents(vae, pixels[None])[0])
+
+
+def test_the_benchmarks_synthetic_shards_open_for_the_shipped_model(tmp_path):
+    """benchmarks/data_shards.py's memory runs train on synthetic shards: the shipped model must accept them."""
+    from benchmarks.data_shards import CLIP_FRAMES, _trainer, write_synthetic_shards
+
+    folder = write_synthetic_shards(tmp_path / "synthetic", 5, shard_size=2)
+    trainer, source = _trainer(tmp_path / "run", {"shards": str(folder)}, batch=2)
+    assert len(source) == 5 and len(source.shards.names) == 3
+    assert trainer.stage.batch(source, B.step_generator(0, 0))["latents"].shape == (2, 4, CLIP_FRAMES, 16, 16)
