@@ -3,6 +3,7 @@ and training from `data.shards` (the cache's batches, bad shard folders, exact r
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 from pathlib import Path
@@ -326,3 +327,22 @@ def test_the_benchmarks_synthetic_shards_open_for_the_shipped_model(tmp_path):
     trainer, source = _trainer(tmp_path / "run", {"shards": str(folder)}, batch=2)
     assert len(source) == 5 and len(source.shards.names) == 3
     assert trainer.stage.batch(source, B.step_generator(0, 0))["latents"].shape == (2, 4, CLIP_FRAMES, 16, 16)
+
+
+def test_a_webvid_csv_encodes_from_its_downloaded_files(tmp_path, videos, model):
+    """WebVid's columns (videoid, contentUrl, duration, page_dir, name): files {page_dir}/{videoid}.mp4 beside
+    the CSV; the URL column is not read; a row whose file was not downloaded is skipped and named."""
+    (tmp_path / "000001_000050").mkdir()
+    for videoid, source in (("1066", "00001.mp4"), ("20077", "00002.mp4")):
+        (tmp_path / "000001_000050" / f"{videoid}.mp4").write_bytes((videos / source).read_bytes())
+    rows = [
+        (v, f"https://example.invalid/{v}.mp4", "PT00H00M02S", "000001_000050", f"clip {v}")
+        for v in ("1066", "20077", "999")
+    ]
+    with (tmp_path / "results_2M_val.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([("videoid", "contentUrl", "duration", "page_dir", "name"), *rows])
+    summary = encode(job(tmp_path / "results_2M_val.csv", model, tmp_path / "shards"))
+    assert summary["clips"] == 2 and summary["skipped_by_reason"] == {"file not found": [str(tmp_path / "999.mp4")]}
+    shard_set = ShardSet.open(tmp_path / "shards")
+    assert [shard_set.locate(i)[1]["source"] for i in range(2)] == ["000001_000050/1066.mp4", "000001_000050/20077.mp4"]
+    assert [shard_set.locate(i)[1]["caption"] for i in range(2)] == ["clip 1066", "clip 20077"]
