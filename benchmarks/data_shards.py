@@ -163,7 +163,7 @@ def rss_probe(*, baseline_mb: float, shards: str, steps: int, batch: int = BATCH
 
 
 def peak_memory(
-    root: Path, *, sizes: tuple[int, ...] = (1000, 10000), steps: int = 3, batch: int = BATCH
+    root: Path, *, sizes: tuple[int, ...] = (1000, 10000), steps: int = 2, batch: int = BATCH
 ) -> list[dict[str, Any]]:
     rows = []
     for clips in sizes:
@@ -188,41 +188,53 @@ def run(
     sizes: tuple[int, ...] = (1000, 10000),
     batch: int = BATCH,
 ) -> Path:
+    """All three measurements; the results file is rewritten after each, so a run stopped midway (out of
+    memory: the shipped config's batch of 32 clips takes ~12 GB per training process) keeps what it measured."""
     info, before = machine_info(), load_average()
     root = Path(tempfile.mkdtemp(prefix="data-shards-"))
+    sections = [
+        "# Latent shards (issue 15)",
+        "",  # the machine header, once the run ends
+        f"Command: `python -m benchmarks.data_shards --batch {batch}`. See docs/data.md for the format choice.",
+    ]
+
+    def write(title: str, rows: list[dict[str, Any]], columns: list[str], note: str = "") -> Path:
+        sections.extend([title, *([note] if note else []), markdown_table(rows, columns)])
+        sections[1] = machine_header(info, load_before=before, load_after=load_average())
+        return write_atomic(out_dir / "data_shards.md", "\n\n".join(sections) + "\n")
+
     try:
         # Memory first: its runs are fresh processes, and this one holds no model yet.
-        memory_rows = peak_memory(root, sizes=sizes, batch=batch)
-        encode_rows = encode_throughput(root, videos=videos)
-        train_rows = training_throughput(root, repeats=repeats, batch=batch)
+        write(
+            f"## Peak RSS of a training run against the collection's size (synthetic clips, batch {batch})",
+            peak_memory(root, sizes=sizes, batch=batch),
+            ["clips", "steps", "data_mb", "peak_mb", "peak_total_mb", "ratio_to_first"],
+            "data_mb: RSS added by opening the shards and drawing 100 batches; peak_mb: the run's high-water mark "
+            "above the process after its imports (model, optimiser, activations); ratio: peak_total_mb, larger set "
+            "/ smaller.",
+        )
+        write(
+            f"## Encode ({videos} shapes-world videos, {FRAMES} frames at {SIZE} px, shipped model)",
+            encode_throughput(root, videos=videos),
+            ["workers", "clips", "seconds", "clips_per_s"],
+        )
+        return write(
+            f"## Training, shipped temporal config's clips (batch {batch} x {CLIP_FRAMES} frames): shards vs cache",
+            training_throughput(root, repeats=repeats, batch=batch),
+            ["source", "step_s", "clips_per_s", "batch_draw_ms"],
+        )
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    header = machine_header(info, load_before=before, load_after=load_average())
-    text = "\n\n".join(
-        [
-            "# Latent shards (issue 15)",
-            f"{header}\n\nCommand: `python -m benchmarks.data_shards`. See docs/data.md for the format choice.",
-            f"## Encode ({videos} shapes-world videos, {FRAMES} frames at {SIZE} px, shipped model)",
-            markdown_table(encode_rows, ["workers", "clips", "seconds", "clips_per_s"]),
-            f"## Training, shipped temporal config (batch {batch} x {CLIP_FRAMES} frames), shards vs in-memory cache",
-            markdown_table(train_rows, ["source", "step_s", "clips_per_s", "batch_draw_ms"]),
-            "## Peak RSS of a training run against the collection's size (synthetic clips)",
-            "data_mb: RSS added by opening the shards and drawing 100 batches; peak_mb: the run's high-water mark "
-            "above the process after its imports (model, optimiser, activations); ratio: peak_total_mb, larger set / "
-            "smaller.",
-            markdown_table(memory_rows, ["clips", "steps", "data_mb", "peak_mb", "peak_total_mb", "ratio_to_first"]),
-        ]
-    )
-    return write_atomic(out_dir / "data_shards.md", text + "\n")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=BATCH, help="Clips per step (the shipped config: 32).")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    print(run(args.out, videos=args.videos, repeats=args.repeats).read_text())
+    print(run(args.out, videos=args.videos, repeats=args.repeats, batch=args.batch).read_text())
 
 
 if __name__ == "__main__":
