@@ -6,6 +6,9 @@ checkpoints of a run that did not have it switched on (each checkpoint's weights
 
 Run: python -m benchmarks.direction_probe --model DIR [--image-only]
      python -m benchmarks.direction_probe --config RUN.yaml [--every 200]   (all checkpoints of the run)
+     add --advantage for the word advantage per noise level (`word_advantage`: how much the denoiser's error grows
+     when the direction word is wrong; seconds, and it moves long before sampled videos change direction), or
+     --advantage-only to skip the sampled videos.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from videoldm.evaluation.direction_probe import GROUPS, direction_probe
+from videoldm.evaluation.direction_probe import GROUPS, ProbeResult, direction_probe, word_advantage
 
 
 def probe_model(model: Path, *, groups: int, steps: int, image_only: bool, num_frames: int) -> str:
@@ -32,7 +35,7 @@ def probe_model(model: Path, *, groups: int, steps: int, image_only: bool, num_f
     return f"{model}: {result.line()} {result.moved}"
 
 
-def probe_run(config_path: Path, *, groups: int, steps: int, every: int) -> list[str]:
+def probe_run(config_path: Path, *, groups: int, steps: int, every: int, advantage: bool, sample: bool) -> list[str]:
     """Each checkpoint of the run (every `every` steps) loaded onto the config's stage and probed."""
     from videoldm.training.samples import sampling_pipeline
     from videoldm.training.stages import build_stage, load_config
@@ -48,14 +51,28 @@ def probe_run(config_path: Path, *, groups: int, steps: int, every: int) -> list
             continue
         trainable.load_state_dict(load_file(str(checkpoint / "weights.safetensors")), strict=False)
         started = time.perf_counter()
-        result = direction_probe(
-            pipe,
-            groups=GROUPS[:groups],
-            num_inference_steps=steps,
-            image_only=image_only,
-            num_frames=config.data.num_frames,
-        )
-        lines.append(f"step {step}: {result.line()} ({time.perf_counter() - started:.0f} s) {result.moved}")
+        result = ProbeResult(groups=list(GROUPS[:groups]))
+        if sample:
+            result = direction_probe(
+                pipe,
+                groups=GROUPS[:groups],
+                num_inference_steps=steps,
+                image_only=image_only,
+                num_frames=config.data.num_frames,
+            )
+        if advantage:
+            data = config.data
+            result.advantage = word_advantage(
+                pipe.unet,
+                stage.vae,
+                pipe.text_encoder,
+                stage.noise_scheduler(),
+                num_frames=data.num_frames,
+                frame_stride=data.frame_stride,
+                size=data.size,
+            )
+        line = result.line() if sample else result.line().split("; ", 1)[-1]
+        lines.append(f"step {step}: {line} ({time.perf_counter() - started:.0f} s) {result.moved}")
         print(lines[-1], flush=True)
     return lines
 
@@ -70,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--every", type=int, default=1, help="with --config: probe checkpoints at multiples of this")
     parser.add_argument("--frames", type=int, default=8, help="with --model: frames per video")
     parser.add_argument("--image-only", action="store_true", help="with --model: every alpha = 1 (the baseline)")
+    parser.add_argument("--advantage", action="store_true", help="with --config: also the word advantage")
+    parser.add_argument("--advantage-only", action="store_true", help="with --config: only the word advantage")
     args = parser.parse_args(argv)
     if not 1 <= args.groups <= len(GROUPS):
         sys.exit(f"error: --groups must be in 1..{len(GROUPS)}, got {args.groups}")
@@ -81,7 +100,14 @@ def main(argv: list[str] | None = None) -> None:
             )
         )
     else:
-        probe_run(args.config, groups=args.groups, steps=args.steps, every=args.every)
+        probe_run(
+            args.config,
+            groups=args.groups,
+            steps=args.steps,
+            every=args.every,
+            advantage=args.advantage or args.advantage_only,
+            sample=not args.advantage_only,
+        )
 
 
 if __name__ == "__main__":

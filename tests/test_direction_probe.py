@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 from test_training import image_model, shapes, temporal_config, write_config  # noqa: F401  (fixtures)
 from videoldm.data.shapes import DIRECTIONS, parse_caption, render_shapes_video
-from videoldm.evaluation.direction_probe import GROUPS, ProbeResult, direction_probe
+from videoldm.evaluation.direction_probe import GROUPS, ProbeResult, direction_probe, word_advantage
 from videoldm.io import write_video
 from videoldm.loading import ModelGeometry
 from videoldm.training.config import ConfigError
@@ -75,6 +77,7 @@ def test_trainer_runs_the_probe_every_n_steps_on_the_groups_the_data_has(tmp_pat
     train(config)
     out = capsys.readouterr().out
     assert out.count("step 2: direction probe:") == 1 and "in 0/1 groups" in out, out
+    assert "word advantage (own word best) t=200:" in out, out
     (tmp_path / "b").mkdir()
     skipped = load_config(temporal_config(tmp_path / "b", shapes, image_model, max_steps=1, probe_every=1))
     train(skipped)
@@ -92,3 +95,52 @@ def test_probe_every_is_refused_for_a_stage_that_does_not_sample(tmp_path, shape
     )
     with pytest.raises(ConfigError, match=r"train\.probe_every"):
         load_config(path)
+
+
+class WordModel:
+    """Stands in for a denoiser and its text encoder: the "text" of a caption is the index of its direction word;
+    the denoiser returns the true noise, plus an error unless the word is the clip's own (`follow`)."""
+
+    def __init__(self, *, follow: bool, seed: int) -> None:
+        self.follow, self.seed = follow, seed
+
+    def text(self, prompts: list[str]) -> torch.Tensor:
+        return torch.tensor([float(list(DIRECTIONS).index(parse_caption(p)[2])) for p in prompts])[:, None, None]
+
+    def unet(self, noisy: torch.Tensor, t: torch.Tensor, *, encoder_hidden_states: torch.Tensor):
+        noise = torch.randn(noisy.shape, generator=torch.Generator().manual_seed(self.seed))
+        own = torch.arange(noisy.shape[0]) % len(DIRECTIONS)  # clips come group by group, in DIRECTIONS order
+        wrong = (encoder_hidden_states[:, 0, 0] != own).float() if self.follow else torch.zeros(noisy.shape[0])
+        return SimpleNamespace(sample=noise + 0.1 * wrong[:, None, None, None, None] + 0.01)
+
+
+@pytest.mark.parametrize("follow", [True, False])
+def test_word_advantage_is_zero_for_a_model_that_ignores_the_word(follow):
+    from diffusers import AutoencoderKL, DDPMScheduler
+
+    vae = AutoencoderKL(
+        block_out_channels=(8,),
+        down_block_types=("DownEncoderBlock2D",),
+        up_block_types=("UpDecoderBlock2D",),
+        latent_channels=4,
+        norm_num_groups=4,
+    )
+    model = WordModel(follow=follow, seed=3)
+    result = word_advantage(
+        model.unet,
+        vae,
+        model.text,
+        DDPMScheduler(),
+        groups=GROUPS[:2],
+        timesteps=(100, 900),
+        num_frames=3,
+        frame_stride=2,
+        size=32,
+        seed=3,
+    )
+    assert set(result) == {100, 900}
+    for row in result.values():
+        if follow:
+            assert row["accuracy"] == 1.0 and row["advantage"] > 10  # error 0.1 vs 0.01 on every element
+        else:
+            assert row == {"advantage": 0.0, "accuracy": 0.25}  # ties: the first word wins, right for 1 in 4

@@ -297,8 +297,8 @@ class TemporalAdapter(TemporalAdapterBase):
             or "frame" (each frame on its own: layers local in time, for conv-in-time and chunked sampling).
         pooled_text_channels: D of the text states (B, L, D); when set, the mean of the text states scales and
             shifts the temporal residual blocks' normalised features (AdaGN; without it the prompt reaches the
-            temporal layers only through the transformers' cross-attention). `from_image_unet(unet, pooled_text_channels=True)`
-            takes the UNet's cross_attention_dim.
+            temporal layers only through the transformers' cross-attention).
+            `from_image_unet(unet, pooled_text_channels=True)` takes the UNet's cross_attention_dim.
     """
 
     _supports_gradient_checkpointing = True

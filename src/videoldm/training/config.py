@@ -139,9 +139,10 @@ class RunConfig:
         return _plain(dataclasses.asdict(self))
 
 
-def read_config(path: str | Path) -> RunConfig:
+def read_config(path: str | Path, *, check: bool = True) -> RunConfig:
     """Read a YAML config and run the checks every stage shares; relative paths resolve against the working
-    directory. Use `training.stages.load_config`, which also checks the stage."""
+    directory. Use `training.stages.load_config`, which also checks the stage. `check=False` returns the options
+    unchecked (a benchmark that takes only the options; the folders it names need not exist)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
@@ -152,7 +153,8 @@ def read_config(path: str | Path) -> RunConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     config = _build(RunConfig, raw, "", Path.cwd())
-    _check(config)
+    if check:
+        _check(config)
     return config
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from videoldm.data.shapes import DIRECTIONS
-from videoldm.evaluation.direction_probe import GROUPS, ProbeResult, direction_probe
+from videoldm.evaluation.direction_probe import GROUPS, ProbeResult, direction_probe, word_advantage
 from videoldm.io import write_image_grid, write_video
 from videoldm.training import batches as B
 from videoldm.training.cache import VideoCache
@@ -102,9 +102,22 @@ def probe_direction(stage, cache: VideoCache) -> ProbeResult | None:
     groups = [g for g in GROUPS if all(f"a {g[0]} {g[1]} moving {d}" in text.rows for d in DIRECTIONS)]
     if not groups:
         return None
+    data = stage.config.data
     with _eval_mode(stage.sampling_unet()[0], stage.vae):
         pipe, image_only = sampling_pipeline(stage, text)
-        return direction_probe(pipe, groups=groups, num_frames=stage.config.data.num_frames, image_only=image_only)
+        result = direction_probe(pipe, groups=groups, num_frames=data.num_frames, image_only=image_only)
+        if not image_only:  # an image model cannot tell the directions apart: nothing to measure
+            result.advantage = word_advantage(
+                pipe.unet,
+                stage.vae,
+                text,
+                stage.noise_scheduler(),
+                groups=groups[:4],
+                num_frames=data.num_frames,
+                frame_stride=data.frame_stride,
+                size=data.size,
+            )
+        return result
 
 
 def _reconstructions(stage, cache: VideoCache, path: Path, device: torch.device) -> Path:
