@@ -168,3 +168,18 @@ def test_the_model_never_sees_more_than_one_window():
         len(shapes) == len(WindowPlan.of(20, 32, 32, chunk_size=6, chunk_overlap=1, tile_size=16, tile_overlap=4)) == 36
     )
     assert max(s[2] for s in shapes) == 6 and max(s[3] for s in shapes) == 16 and max(s[4] for s in shapes) == 16
+
+
+def test_an_upsampler_shipped_in_fp16_loads_in_float32_and_upscales_alike(tmp_path):
+    from scripts.ship_model import ship
+
+    folder = save_tiny_model(tmp_path / "model")
+    ship(folder / "upsampler", tmp_path / "shipped" / "upsampler")
+    shipped = VideoUpscalePipeline.from_pretrained(tmp_path / "shipped")
+    assert shipped.dtype == torch.float32
+    low = video(t=4, size=8)
+
+    def run(p: VideoUpscalePipeline) -> torch.Tensor:
+        return p(low, num_inference_steps=2, generator=torch.Generator().manual_seed(0)).frames
+
+    assert (run(shipped) - run(VideoUpscalePipeline.from_pretrained(folder))).abs().max() < 2e-2
