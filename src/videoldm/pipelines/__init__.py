@@ -2,5 +2,12 @@
 
 from videoldm.pipelines.components import VideoLDMComponents
 from videoldm.pipelines.pipeline_videoldm import VideoLDMPipeline, VideoLDMPipelineOutput
+from videoldm.pipelines.upscale import VideoUpscaleOutput, VideoUpscalePipeline
 
-__all__ = ["VideoLDMComponents", "VideoLDMPipeline", "VideoLDMPipelineOutput"]
+__all__ = [
+    "VideoLDMComponents",
+    "VideoLDMPipeline",
+    "VideoLDMPipelineOutput",
+    "VideoUpscaleOutput",
+    "VideoUpscalePipeline",
+]
