@@ -38,6 +38,14 @@ class ClipSource(Protocol):
         ...
 
 
+class LazyClips(Protocol):
+    """A clip source's tensor that is read on demand (latent shards): only the chosen videos are read."""
+
+    def gather(self, videos: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """(B,) videos, (B, T) stored frames -> clips (B, C, T, H, W)."""
+        ...
+
+
 def step_generator(seed: int, step: int, micro: int = 0, rank: int = 0) -> torch.Generator:
     digest = hashlib.sha256(f"{seed}/{step}/{micro}/{rank}".encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
@@ -64,7 +72,9 @@ def pick_clips(
     return videos, starts[:, None] + cache.frame_stride * torch.arange(num_frames)[None]
 
 
-def gather_clips(source: torch.Tensor, videos: torch.Tensor, frames: torch.Tensor, num_frames: int) -> torch.Tensor:
+def gather_clips(
+    source: torch.Tensor | LazyClips, videos: torch.Tensor, frames: torch.Tensor, num_frames: int
+) -> torch.Tensor:
     """source (N, C, T_all, H, W) -> clips (B, C, num_frames, H, W).
 
     `frames`: each clip's source frames (B, num_frames), as `pick_clips` returns them, or start frames (B,) of
