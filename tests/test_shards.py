@@ -346,3 +346,21 @@ def test_a_webvid_csv_encodes_from_its_downloaded_files(tmp_path, videos, model)
     shard_set = ShardSet.open(tmp_path / "shards")
     assert [shard_set.locate(i)[1]["source"] for i in range(2)] == ["000001_000050/1066.mp4", "000001_000050/20077.mp4"]
     assert [shard_set.locate(i)[1]["caption"] for i in range(2)] == ["clip 1066", "clip 20077"]
+
+
+def test_caption_dropout_on_the_cache_draws_what_it_always_drew():
+    """text_for now asks the clip source for embeddings; on the in-memory cache the values are today's."""
+    from videoldm.training.cache import VideoCache
+
+    g = torch.Generator().manual_seed(0)
+    cache = VideoCache(
+        captions=["a", "b", "c", "a"],
+        pixels=torch.zeros(4, 3, 2, 2, 2, dtype=torch.uint8),
+        text=torch.randn(4, 5, 6, generator=g).half(),
+        text_index=torch.tensor([1, 2, 3, 1]),
+    )
+    videos = torch.tensor([0, 1, 2, 3, 3, 2, 1, 0])
+    new = B.text_for(cache, videos, dropout=0.5, generator=torch.Generator().manual_seed(3))
+    dropped = torch.rand(8, generator=torch.Generator().manual_seed(3)) < 0.5
+    old = cache.text[torch.where(dropped, torch.zeros(8, dtype=torch.long), cache.text_index[videos])].float()
+    assert torch.equal(new, old) and 0 < dropped.sum() < 8
