@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from videoldm.evaluation.direction_probe import GROUPS, ProbeResult, direction_probe, word_advantage
+from videoldm.evaluation.direction_probe import GROUPS, ProbeResult, direction_probe
 
 
 def probe_model(model: Path, *, groups: int, steps: int, image_only: bool, num_frames: int) -> str:
@@ -37,7 +37,7 @@ def probe_model(model: Path, *, groups: int, steps: int, image_only: bool, num_f
 
 def probe_run(config_path: Path, *, groups: int, steps: int, every: int, advantage: bool, sample: bool) -> list[str]:
     """Each checkpoint of the run (every `every` steps) loaded onto the config's stage and probed."""
-    from videoldm.training.samples import sampling_pipeline
+    from videoldm.training.samples import sampling_pipeline, stage_word_advantage
     from videoldm.training.stages import build_stage, load_config
 
     config = load_config(config_path)
@@ -61,16 +61,7 @@ def probe_run(config_path: Path, *, groups: int, steps: int, every: int, advanta
                 num_frames=config.data.num_frames,
             )
         if advantage:
-            data = config.data
-            result.advantage = word_advantage(
-                pipe.unet,
-                stage.vae,
-                pipe.text_encoder,
-                stage.noise_scheduler(),
-                num_frames=data.num_frames,
-                frame_stride=data.frame_stride,
-                size=data.size,
-            )
+            result.advantage = stage_word_advantage(stage, pipe.unet, pipe.text_encoder)
         line = result.line() if sample else result.line().split("; ", 1)[-1]
         lines.append(f"step {step}: {line} ({time.perf_counter() - started:.0f} s) {result.moved}")
         print(lines[-1], flush=True)

@@ -14,7 +14,6 @@ Run it on a quiet machine (no training run, no tests): it reports the 1-minute l
 from __future__ import annotations
 
 import argparse
-import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from videoldm.video_unet import VideoUNet
 
 SHIPPED_UNET = Path(__file__).resolve().parents[1] / "src/videoldm/assets/tiny-shapes/unet"
 
-# name -> (trainer options it stands for, batch-size multiplier)
+# name -> the keyword arguments of `training_step` that the variant sets
 VARIANTS: dict[str, dict[str, Any]] = {
     "base": {},
     "fused": {"fused_adamw": True},
@@ -64,7 +63,7 @@ def training_step(
     video_unet = VideoUNet.from_image_unet(unet, **config.model.temporal)
     video_unet.freeze_spatial()
     g = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # a trained-looking model: zero-initialised outputs would skip no work, but be honest
+    with torch.no_grad():  # away from the zero init, as after some training (the step's cost does not depend on it)
         for p in video_unet.temporal.parameters():
             p.add_(torch.randn(p.shape, generator=g) * 0.01)
     if channels_last:
@@ -128,8 +127,6 @@ def run(
     repeats: int = 3,
 ) -> list[dict[str, Any]]:
     load_before = load_average()
-    with contextlib.suppress(AttributeError):
-        torch.set_num_threads(torch.get_num_threads())
     ceiling, rows = measure(config_name, variants, repeats=repeats)
     header = machine_header(machine_info(), load_before=load_before, load_after=load_average())
     text = "\n".join(

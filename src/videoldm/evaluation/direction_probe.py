@@ -158,10 +158,12 @@ def word_advantage(
     latents = vae.encode(video_to_frames(pixels)).latent_dist.mean
     latents = frames_to_video(scale_latents(latents, vae.config), num_frames).float()
     texts = [text_encoder([f"a {c} {s} moving {w}" for c, s in groups for _ in words]) for w in words]
-    noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed))
+    # Drawn on the CPU (the same noise on every device), then moved to the latents' device.
+    noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed)).to(latents.device)
+    truth = truth.to(latents.device)
     result = {}
     for t in timesteps:
-        steps = torch.full((latents.shape[0],), t, dtype=torch.long)
+        steps = torch.full((latents.shape[0],), t, dtype=torch.long, device=latents.device)
         noisy = scheduler.add_noise(latents, noise, steps)
         errors = torch.stack(
             [
@@ -170,7 +172,7 @@ def word_advantage(
             ],
             dim=1,
         )  # (N, 4): the eps error under each word
-        own = errors[torch.arange(len(truth)), truth]
+        own = errors[torch.arange(len(truth), device=truth.device), truth]
         wrong = (errors.sum(1) - own) / (len(words) - 1)
         result[int(t)] = {
             "advantage": float(((wrong - own) / own).mean()),

@@ -102,22 +102,29 @@ def probe_direction(stage, cache: VideoCache) -> ProbeResult | None:
     groups = [g for g in GROUPS if all(f"a {g[0]} {g[1]} moving {d}" in text.rows for d in DIRECTIONS)]
     if not groups:
         return None
-    data = stage.config.data
     with _eval_mode(stage.sampling_unet()[0], stage.vae):
         pipe, image_only = sampling_pipeline(stage, text)
-        result = direction_probe(pipe, groups=groups, num_frames=data.num_frames, image_only=image_only)
+        result = direction_probe(pipe, groups=groups, num_frames=stage.config.data.num_frames, image_only=image_only)
         if not image_only:  # an image model cannot tell the directions apart: nothing to measure
-            result.advantage = word_advantage(
-                pipe.unet,
-                stage.vae,
-                text,
-                stage.noise_scheduler(),
-                groups=groups[:4],
-                num_frames=data.num_frames,
-                frame_stride=data.frame_stride,
-                size=data.size,
-            )
+            result.advantage = stage_word_advantage(stage, pipe.unet, text, groups=groups[:4])
         return result
+
+
+def stage_word_advantage(
+    stage, unet, text_encoder, *, groups: list[tuple[str, str]] | tuple[tuple[str, str], ...] = GROUPS[:4]
+) -> dict[int, dict[str, float]]:
+    """`word_advantage` of `unet` on clips shaped as the stage's config trains on them (frames, stride, size)."""
+    data = stage.config.data
+    return word_advantage(
+        unet,
+        stage.vae,
+        text_encoder,
+        stage.noise_scheduler(),
+        groups=groups,
+        num_frames=data.num_frames,
+        frame_stride=data.frame_stride,
+        size=data.size,
+    )
 
 
 def _reconstructions(stage, cache: VideoCache, path: Path, device: torch.device) -> Path:
