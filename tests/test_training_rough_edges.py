@@ -172,6 +172,7 @@ def test_fresh_temporal_is_refused_outside_the_temporal_stage(tmp_path, shapes):
         model={"vae": TINY_VAE, "fresh_temporal": True},
     )
     with pytest.raises(
-        ConfigError, match=r"model\.fresh_temporal: only used by stage 'temporal', got stage 'autoencoder'"
+        ConfigError,
+        match=r"model\.fresh_temporal: only used by stages 'temporal' and 'interpolation', got stage 'autoencoder'",
     ):
         load_config(config)

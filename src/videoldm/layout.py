@@ -21,7 +21,10 @@ VIDEO_LDM_PARTS: tuple[str, ...] = (UNET, TEMPORAL, VAE, TEXT_ENCODER, TOKENIZER
 # upsampler/temporal/ (absent for an image upsampler), upsampler/scheduler/, upsampler/low_res_scheduler/.
 UPSAMPLER = "upsampler"
 LOW_RES_SCHEDULER = "low_res_scheduler"
-OPTIONAL_PARTS: tuple[str, ...] = (TEMPORAL_DECODER, UPSAMPLER)
+# The interpolation model (PAPER.md section 5): interpolation/temporal/ (its temporal layers, context encoder and
+# task condition on the folder's unet/, which it shares), interpolation/scheduler/, interpolation/config.json.
+INTERPOLATION = "interpolation"
+OPTIONAL_PARTS: tuple[str, ...] = (TEMPORAL_DECODER, UPSAMPLER, INTERPOLATION)
 
 # Inside each part: diffusers' file names, shared by the backbones and the temporal adapters.
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"

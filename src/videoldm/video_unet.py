@@ -24,6 +24,14 @@ from videoldm.temporal.layers import frames_to_video, video_to_frames
 
 
 @dataclass
+class UNetFrameState(FrameState):
+    """`FrameState` plus the task condition: its embedding (B*T, D), added to the time embedding that the temporal
+    residual blocks see (`TemporalAdapter.num_conditions`; the spatial blocks never see it)."""
+
+    condition: torch.Tensor | None = None
+
+
+@dataclass
 class VideoUNetOutput(BaseOutput):
     """sample: (B, C_out, T, H, W)."""
 
@@ -96,6 +104,7 @@ class VideoUNet(VideoBackbone):
         encoder_hidden_states: torch.Tensor | None = None,
         *,
         context: torch.Tensor | None = None,
+        condition: torch.Tensor | None = None,
         image_only_indicator: torch.Tensor | None = None,
         image_only: bool = False,
         class_labels: torch.Tensor | None = None,
@@ -110,6 +119,8 @@ class VideoUNet(VideoBackbone):
             timestep: scalar or (B,): one noise level per clip.
             encoder_hidden_states: (B, L, D) text states, shared by all frames of a clip.
             context: (B, C_out + 1, T, H, W) = (mask * clean latents, mask) for prediction / interpolation.
+            condition: (B,) long task condition in [0, num_conditions) (the interpolation stage, PAPER.md
+                section 5); needs a temporal adapter built with `num_conditions`.
             image_only_indicator: (B, T) bool/0-1; where set, alpha = 1 (that frame sees the image model).
             image_only: alpha = 1 everywhere and the temporal layers are skipped (the image-model baseline).
             class_labels: (B,) passed to the image UNet (e.g. the x4 upscaler's noise level).
@@ -120,11 +131,12 @@ class VideoUNet(VideoBackbone):
         self._check_inputs(sample, encoder_hidden_states, context, image_only_indicator)
         b, _, t, _, _ = sample.shape
         per_frame = _FramesRepeat(b, t)
-        state = FrameState(
+        state = UNetFrameState(
             num_frames=t,
             text=encoder_hidden_states,
             context=self._encode_context(context),
             image_only_indicator=image_only_indicator,
+            condition=per_frame(self._embed_condition(condition, b)),
         )
         with self.frames(None if image_only else state):
             out = self.unet(
@@ -138,6 +150,35 @@ class VideoUNet(VideoBackbone):
             )[0]
         video = frames_to_video(out, t)
         return VideoUNetOutput(sample=video) if return_dict else (video,)
+
+    def run_temporal_layer(
+        self, key: str, hidden: torch.Tensor, temb: torch.Tensor | None, state: FrameState
+    ) -> torch.Tensor:
+        """`VideoBackbone.run_temporal_layer` with the task condition's embedding added to the time embedding
+        (B*T, D) of the temporal residual blocks (the layers given one)."""
+        condition = getattr(state, "condition", None)
+        if condition is not None and temb is not None:
+            temb = temb + condition.to(temb.dtype)
+        return super().run_temporal_layer(key, hidden, temb, state)
+
+    def _embed_condition(self, condition: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """(B,) long -> (B, D) condition embeddings, checked against the adapter."""
+        if condition is None:
+            return None
+        embedding = None if self.temporal is None else self.temporal.condition_embedding
+        if embedding is None:
+            raise ValueError(
+                "condition was given but this VideoUNet's temporal layers take none; build it with "
+                "from_image_unet(unet, num_conditions=N)"
+            )
+        condition = torch.as_tensor(condition, device=self.device)
+        if condition.ndim == 0:
+            condition = condition.expand(batch)
+        if tuple(condition.shape) != (batch,) or condition.is_floating_point():
+            raise ValueError(f"condition must be an integer scalar or (B,) = ({batch},); got {tuple(condition.shape)}")
+        if condition.min() < 0 or condition.max() >= embedding.num_embeddings:
+            raise ValueError(f"condition must be in [0, {embedding.num_embeddings}); got {condition.tolist()}")
+        return embedding(condition.long()).to(self.dtype)
 
     def _encode_context(self, context: torch.Tensor | None) -> dict[tuple[int, int], torch.Tensor] | None:
         if context is None:

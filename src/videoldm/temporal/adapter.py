@@ -279,6 +279,14 @@ def temporal_layer_specs(unet: UNet2DConditionModel) -> list[dict[str, Any]]:
     return specs
 
 
+def _temb_channels(layer_specs: list[dict[str, Any]]) -> int:
+    """The one time-embedding width of the temporal residual blocks (a condition embedding is added to it)."""
+    widths = {s["temb_channels"] for s in layer_specs if s.get("temb_channels")}
+    if len(widths) != 1:
+        raise ValueError(f"num_conditions needs residual blocks with one time-embedding width, found {sorted(widths)}")
+    return widths.pop()
+
+
 class TemporalAdapter(TemporalAdapterBase):
     """All temporal layers of a VideoUNet (and the context encoder), with a typed config.
 
@@ -299,6 +307,9 @@ class TemporalAdapter(TemporalAdapterBase):
             shifts the temporal residual blocks' normalised features (AdaGN; without it the prompt reaches the
             temporal layers only through the transformers' cross-attention).
             `from_image_unet(unet, pooled_text_channels=True)` takes the UNet's cross_attention_dim.
+        num_conditions: a task condition (B,) in [0, num_conditions) -- the interpolation stage of PAPER.md
+            section 5 -- through a zero-initialised embedding added to the time embedding the temporal residual
+            blocks see (an untrained condition changes nothing); None: no condition (older folders).
     """
 
     _supports_gradient_checkpointing = True
@@ -319,6 +330,7 @@ class TemporalAdapter(TemporalAdapterBase):
         attention_chunk_size: int = 16384,
         temporal_norm: str = "clip",
         pooled_text_channels: int | None = None,
+        num_conditions: int | None = None,
     ) -> None:
         super().__init__()
         if tuple(kernel_size) not in ((3, 1, 1), (3, 3, 3), (1, 1, 1)):
@@ -344,6 +356,10 @@ class TemporalAdapter(TemporalAdapterBase):
             self.context_encoder = ContextEncoder(
                 in_channels=context_in_channels, channels=context_channels, num_levels=max(levels, 1)
             )
+        self.condition_embedding = None
+        if num_conditions:
+            self.condition_embedding = nn.Embedding(num_conditions, _temb_channels(layer_specs))
+            nn.init.zeros_(self.condition_embedding.weight)
 
     @classmethod
     def specs_for(cls, backbone: nn.Module, options: dict[str, Any]) -> list[dict[str, Any]]:

@@ -52,24 +52,38 @@ def step_generator(seed: int, step: int, micro: int = 0, rank: int = 0) -> torch
 
 
 def pick_clips(
-    cache: ClipSource, *, batch_size: int, num_frames: int, generator: torch.Generator
+    cache: ClipSource,
+    *,
+    batch_size: int,
+    num_frames: int,
+    generator: torch.Generator,
+    strides: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random videos and clips: (video index (B,), source frames (B, num_frames)).
 
     A clip is `num_frames` frames every `cache.frame_stride` cached (full-rate) frames from a random start, so
     key-frame clips start at any frame, not only at multiples of the stride. The draws are the same as for
     consecutive frames (one video, then one start per clip), so stride-1 batches are what they always were.
+    `strides` (B,): each clip's own spacing in source frames instead (the interpolation stage's two frame rates);
+    each clip then starts anywhere its span fits.
     """
-    span = (num_frames - 1) * cache.frame_stride + 1
+    stride = cache.frame_stride if strides is None else int(strides.max())
+    span = (num_frames - 1) * stride + 1
     total = cache.frames_per_video
     if span > total:
         raise ValueError(
-            f"a clip of {num_frames} frames every {cache.frame_stride} source frames spans {span} frames, but the "
+            f"a clip of {num_frames} frames every {stride} source frames spans {span} frames, but the "
             f"cache holds {total} per video (data.cache_frames, or the shards' frames)"
         )
     videos = torch.randint(len(cache), (batch_size,), generator=generator)
-    starts = torch.randint(total - span + 1, (batch_size,), generator=generator)
-    return videos, starts[:, None] + cache.frame_stride * torch.arange(num_frames)[None]
+    if strides is None:
+        starts = torch.randint(total - span + 1, (batch_size,), generator=generator)
+        return videos, starts[:, None] + cache.frame_stride * torch.arange(num_frames)[None]
+    if tuple(strides.shape) != (batch_size,) or strides.min() < 1:
+        raise ValueError(f"strides must be (B,) = ({batch_size},) positive integers, got {strides.tolist()}")
+    spans = (num_frames - 1) * strides + 1
+    starts = (torch.rand(batch_size, generator=generator) * (total - spans + 1)).long()
+    return videos, starts[:, None] + strides[:, None] * torch.arange(num_frames)[None]
 
 
 def gather_clips(

@@ -114,6 +114,9 @@ class TrainConfig:
     seed: int = 0
     caption_dropout: float = 0.1
     image_fraction: float = 0.0  # temporal stage: share of clips trained as images (image_only_indicator)
+    # Interpolation stage: share of clips trained with an all-zero context (no given frames), so that the model
+    # also predicts without the context -- the unconditional branch of context guidance (PAPER.md section 4).
+    context_dropout: float = 0.0
     # Diffusion stages. "epsilon": the plain eps-MSE of the image LDM. "edm": each sample's loss in x0 terms
     # weighted by (1 + SNR) -- EDM's weighting with sigma_data = 1, as in SVD, equal to the v-objective -- which
     # for an eps model is eps-MSE / alpha_bar(t). The plain eps-MSE weights x0 errors by SNR, which all but

@@ -15,6 +15,7 @@ from videoldm.training.stages.base import Stage
 from videoldm.training.stages.decoder import DecoderStage
 from videoldm.training.stages.diffusion import DiffusionLoss, DiffusionStage, noise_scheduler_config
 from videoldm.training.stages.image import ImageStage
+from videoldm.training.stages.interpolation import InterpolationStage
 from videoldm.training.stages.temporal import TemporalStage
 from videoldm.training.stages.upsampler import UpsamplerStage
 
@@ -24,6 +25,7 @@ STAGES: dict[str, type[Stage]] = {
     "temporal": TemporalStage,
     "decoder": DecoderStage,
     "upsampler": UpsamplerStage,
+    "interpolation": InterpolationStage,
 }
 
 
@@ -40,8 +42,12 @@ def stage_class(config: RunConfig) -> type[Stage]:
             f"data.shards: shards hold latents and caption embeddings; stage {config.stage!r} trains on pixels: "
             "give it data.videos"
         )
-    if config.model.fresh_temporal and not issubclass(cls, TemporalStage):
-        raise ConfigError(f"model.fresh_temporal: only used by stage 'temporal', got stage {config.stage!r}")
+    if config.model.fresh_temporal and not issubclass(cls, TemporalStage | InterpolationStage):
+        raise ConfigError(
+            f"model.fresh_temporal: only used by stages 'temporal' and 'interpolation', got stage {config.stage!r}"
+        )
+    if config.train.context_dropout and not issubclass(cls, InterpolationStage):
+        raise ConfigError(f"train.context_dropout: only used by stage 'interpolation', got stage {config.stage!r}")
     return cls
 
 

@@ -54,19 +54,40 @@ class DiffusionLoss(nn.Module):
         self.weighting = weighting
 
     def forward(
-        self, latents: torch.Tensor, text: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, **kwargs: Any
+        self,
+        latents: torch.Tensor,
+        text: torch.Tensor,
+        noise: torch.Tensor,
+        timesteps: torch.Tensor,
+        loss_mask: torch.Tensor | None = None,
+        **kwargs: Any,
     ) -> torch.Tensor:
+        """`loss_mask` (B, T): only the frames where it is 1 count (each clip's loss is the mean over them): the
+        new frames of an interpolation clip. Other keyword arguments go to the model."""
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
         pred = self.model(noisy, timesteps, encoder_hidden_states=text, **kwargs).sample
         if self.scheduler.config.prediction_type == "v_prediction":
             target = self.scheduler.get_velocity(latents, noise, timesteps)
         else:
             target = noise
-        if self.weighting == "epsilon" or self.scheduler.config.prediction_type == "v_prediction":
+        if loss_mask is None and (
+            self.weighting == "epsilon" or self.scheduler.config.prediction_type == "v_prediction"
+        ):
             return F.mse_loss(pred.float(), target.float())
-        per_sample = (pred.float() - target.float()).pow(2).flatten(1).mean(dim=1)
+        per_sample = _masked_mean((pred.float() - target.float()).pow(2), loss_mask)
+        if self.weighting == "epsilon" or self.scheduler.config.prediction_type == "v_prediction":
+            return per_sample.mean()
         alpha_bar = self.scheduler.alphas_cumprod.to(per_sample.device)[timesteps]
         return (per_sample / alpha_bar).mean()
+
+
+def _masked_mean(error: torch.Tensor, loss_mask: torch.Tensor | None) -> torch.Tensor:
+    """error (B, C, T, ...) -> (B,): the mean per sample, over the frames where loss_mask (B, T) is 1."""
+    if loss_mask is None:
+        return error.flatten(1).mean(dim=1)
+    weights = loss_mask.to(error.dtype).reshape(*loss_mask.shape[:2], *([1] * (error.ndim - 3)))[:, None]
+    weights = weights.expand_as(error)
+    return (error * weights).flatten(1).sum(dim=1) / weights.flatten(1).sum(dim=1).clamp_min(1)
 
 
 class DiffusionStage(Stage):
