@@ -7,6 +7,7 @@ from videoldm.cli import (
     evaluate_metrics,  # noqa: F401
     evaluate_shapes,  # noqa: F401
     generate,  # noqa: F401
+    interpolate,  # noqa: F401
     reconstruct,  # noqa: F401
     train,  # noqa: F401
     upscale,  # noqa: F401
