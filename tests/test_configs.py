@@ -20,6 +20,7 @@ SHIPPED = [
     "tiny-shapes/decoder",
     "tiny-shapes/decoder-textured",
     "tiny-shapes/image",
+    "tiny-shapes/interpolation",
     "tiny-shapes/keyframes",
     "tiny-shapes/temporal",
     "tiny-shapes/temporal-continue",
