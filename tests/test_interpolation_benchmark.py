@@ -1,0 +1,36 @@
+"""benchmarks.interpolation_quality on a tiny saved interpolation model: every stage and method scored, the
+blend baseline exact where it must be, a report written."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from benchmarks import interpolation_quality
+
+from interpolation_fixtures import save_tiny_interpolation_model
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_linear_blend_keeps_the_given_frames_and_blends_between():
+    given = torch.stack([torch.zeros(1, 2, 2), torch.ones(1, 2, 2)], dim=1)[None]  # (1, 1, 2, 2, 2)
+    out = interpolation_quality.linear_blend(given)
+    assert out.shape[2] == 5 and out[0, 0, :, 0, 0].tolist() == [0, 0.25, 0.5, 0.75, 1]
+
+
+def test_benchmark_scores_both_stages_and_writes_its_report(tmp_path):
+    model = save_tiny_interpolation_model(tmp_path / "model")
+    out = tmp_path / "report.md"
+    args = ["--model", str(model), "--num-videos", "1", "--clip-frames", "5", "--steps", "1", "--size", "24"]
+    interpolation_quality.main([*args, "--output", str(out)])
+    text = out.read_text()
+    for stage in interpolation_quality.STAGES:
+        for method in ("blend", "model s=1", "model s=2"):
+            assert f"| {stage} | {method} |" in text
+    assert "x the blend's" in text
