@@ -52,7 +52,8 @@ from benchmarks.common import (
     write_atomic,
 )
 from videoldm.cli import app
-from videoldm.pipelines import VideoLDMPipeline
+from videoldm.pipelines import VideoLDMPipeline, VideoLDMStackPipeline
+from videoldm.pipelines.interpolate import VideoInterpolationPipeline
 
 PROMPT = "a red circle moving right"
 FRAMES = (16, 64, 256)
@@ -78,32 +79,42 @@ def default_repeats(frames: int, steps: int) -> int:
 
 # ---------------------------------------------------------------------------------------------------- stages
 def _stage_targets() -> list[tuple[Any, str, str]]:
-    """(owner, attribute, stage): the seams the `videoldm generate` command goes through."""
+    """(owner, attribute, stage): the seams the `videoldm generate` command goes through -- with the stack
+    (`VideoLDMStackPipeline`), "denoising" is the key frames and "interpolating" the two x4 passes."""
     return [
         (VideoLDMPipeline, "from_pretrained", "load"),
+        (VideoLDMStackPipeline, "from_pretrained", "load"),
         (VideoLDMPipeline, "encode_prompt", "text encoder"),
+        (VideoInterpolationPipeline, "encode_prompt", "text encoder"),
         (VideoLDMPipeline, "_sample", "denoising"),
+        (VideoInterpolationPipeline, "interpolate_latents", "interpolating"),
         (VideoLDMPipeline, "decode_latents", "decoding"),
         (videoldm.io, "write_video", "writing"),
     ]
 
 
 @contextlib.contextmanager
-def stage_timer() -> Iterator[dict[str, float]]:
+def stage_timer(cpu: dict[str, float] | None = None) -> Iterator[dict[str, float]]:
     """Time the pipeline's stages from outside: while open, each seam in `_stage_targets` is wrapped and its
-    wall time (s) added to the yielded {stage: seconds}; the originals are put back on exit."""
-    seconds = dict.fromkeys(STAGES, 0.0)
+    wall time (s) added to the yielded {stage: seconds} (and the process's CPU seconds, all threads, to `cpu` when
+    given); the originals are put back on exit. Stages the command does not reach stay 0 ("interpolating" without
+    the stack)."""
     targets = _stage_targets()
+    seconds = dict.fromkeys(STAGES, 0.0) | {stage: 0.0 for _, _, stage in targets}
+    if cpu is not None:
+        cpu.update(dict.fromkeys(seconds, 0.0))
     originals = [(owner, name, inspect.getattr_static(owner, name)) for owner, name, _ in targets]
 
     def timed(fn: Callable[..., Any], stage: str) -> Callable[..., Any]:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             try:
                 return fn(*args, **kwargs)
             finally:
                 seconds[stage] += time.perf_counter() - start
+                if cpu is not None:
+                    cpu[stage] += time.process_time() - start_cpu
 
         return wrapper
 
@@ -137,6 +148,7 @@ def generate_once(prompt: str, *, frames: int, steps: int, model: str | None = N
         if code or not output.is_file():
             raise RuntimeError(f"videoldm {' '.join(args)} exited with {code} and wrote no video")
         size = output.stat().st_size
+    seconds = {k: seconds[k] for k in STAGES}  # the table's stages (no stack here: the shipped folder has none)
     return {"total_s": total, **seconds, "other": total - sum(seconds.values()), "mp4_bytes": size}
 
 
@@ -193,11 +205,14 @@ def cli_command() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "videoldm"]
 
 
-def time_cli(args: Sequence[str]) -> dict[str, Any]:
+def time_cli(args: Sequence[str], *, command: Sequence[str] | None = None) -> dict[str, Any]:
     """`videoldm ARGS` in a fresh process, run in an empty temporary folder (the default output lands there):
-    wall time (s) from process start to exit and the process's own peak RSS (MB, from wait4's rusage)."""
+    wall time (s) from process start to exit, its CPU seconds (user + system, all threads) and the process's own
+    peak RSS (MB), from wait4's rusage. `command`: another way to start the command (default `cli_command()`)."""
+    root = str(Path(__file__).resolve().parent.parent)  # for a `command` that imports benchmarks.*
     env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
-    cmd = [*cli_command(), *args]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    cmd = [*(command or cli_command()), *args]
     with tempfile.TemporaryDirectory(prefix="videoldm-cli-") as tmp, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=err)
@@ -210,7 +225,8 @@ def time_cli(args: Sequence[str]) -> dict[str, Any]:
             stderr = err.read().decode(errors="replace")[-2000:]
             raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}, videos {videos}:\n{stderr}")
         size = videos[0].stat().st_size
-    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "mp4_bytes": size}
+    cpu = usage.ru_utime + usage.ru_stime
+    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": usage.ru_maxrss / 1024, "mp4_bytes": size}
 
 
 def measure_target(args: Sequence[str] = (PROMPT,), *, runs: int = 3, warmup: int = 1) -> dict[str, Any]:

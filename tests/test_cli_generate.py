@@ -159,3 +159,91 @@ def test_broken_model_folder_is_a_clean_error(model_dir: Path, tmp_path: Path) -
     assert result.exit_code == 2
     assert "cannot load model" in result.stderr and "bogus_option" in result.stderr
     assert not (tmp_path / "v.mp4").exists()
+
+
+# ---------------------------------------------------------------------------------------------------- the stack
+STACK_FAST = ["--steps", "2", "--interpolation-steps", "2"]
+
+
+@pytest.fixture(scope="module")
+def stack_dir(tmp_path_factory) -> Path:
+    from interpolation_fixtures import save_tiny_interpolation_model
+
+    return save_tiny_interpolation_model(tmp_path_factory.mktemp("stack") / "tiny")
+
+
+def test_stack_is_the_default_with_an_interpolation_model(stack_dir: Path, tmp_path: Path) -> None:
+    first = _run(
+        PROMPT,
+        "--model",
+        str(stack_dir),
+        *STACK_FAST,
+        "--num-frames",
+        "20",
+        "--seed",
+        "3",
+        "-o",
+        str(tmp_path / "a.mp4"),
+    )
+    assert first.exit_code == 0, first.output
+    video, fps = read_video(tmp_path / "a.mp4")
+    assert video.shape == (3, 20, 16, 16) and fps == pytest.approx(30, rel=0.05)  # 3 key frames -> 33, trimmed
+    again = _run(
+        PROMPT,
+        "--model",
+        str(stack_dir),
+        *STACK_FAST,
+        "--num-frames",
+        "20",
+        "--seed",
+        "3",
+        "-o",
+        str(tmp_path / "b.mp4"),
+    )
+    assert again.exit_code == 0 and (tmp_path / "a.mp4").read_bytes() == (tmp_path / "b.mp4").read_bytes()
+
+
+def test_keyframes_only_is_todays_generate(model_dir: Path, stack_dir: Path, tmp_path: Path) -> None:
+    # the stack folder's text-to-video model is the plain folder's (same fixture weights): same bytes
+    keyframes = _generate(stack_dir, tmp_path / "k.mp4", "--seed", "3", "--keyframes-only")
+    assert keyframes == _generate(model_dir, tmp_path / "plain.mp4", "--seed", "3")
+    _, fps = read_video(tmp_path / "k.mp4")
+    assert fps == pytest.approx(8, rel=0.05)
+    # --image-only in a stack folder: the image model on the stack's frame count and rate
+    _generate(stack_dir, tmp_path / "image.mp4", "--seed", "3", "--image-only", "--num-frames", "5")
+    image, fps = read_video(tmp_path / "image.mp4")
+    assert image.shape[1] == 5 and fps == pytest.approx(30, rel=0.05)
+
+
+STACK_BAD_INPUT = [
+    (["--keyframes-only", "--image-only"], "--keyframes-only and --image-only exclude each other"),
+    (["--num-frames", "1"], "--num-frames must be in [2, 1009] with the stack"),
+    (["--num-frames", "1010"], "--num-frames must be in [2, 1009] with the stack"),
+    (["--interpolation-steps", "0"], "--interpolation-steps must be >= 1"),
+    (["--context-guidance", "-1"], "--context-guidance must be a number >= 0"),
+    (["--keyframes-only", "--interpolation-steps", "4"], "--interpolation-steps: only the stack uses it"),
+    (["--image-only", "--context-guidance", "2"], "--context-guidance: only the stack uses it"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), STACK_BAD_INPUT)
+def test_stack_bad_input_exits_2_with_one_line_before_loading(
+    stack_dir: Path, tmp_path: Path, monkeypatch, args: list[str], message: str
+) -> None:
+    from videoldm.pipelines import VideoLDMStackPipeline
+
+    def must_not_load(*_args, **_kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(VideoLDMPipeline, "from_pretrained", must_not_load)
+    monkeypatch.setattr(VideoLDMStackPipeline, "from_pretrained", must_not_load)
+    result = _run(PROMPT, "--model", str(stack_dir), *args, "--output", str(tmp_path / "v.mp4"))
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_stack_options_without_interpolation_model_exit_2(model_dir: Path, tmp_path: Path) -> None:
+    result = _run(PROMPT, "--model", str(model_dir), "--context-guidance", "2", "--output", str(tmp_path / "v.mp4"))
+    assert result.exit_code == 2 and "no interpolation/ in the model folder" in result.stderr

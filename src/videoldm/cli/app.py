@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import NoReturn
 
@@ -42,3 +43,22 @@ def model_dir(model: Path | None, *, parts: tuple[str, ...] = VIDEO_LDM_PARTS) -
         return check_model_dir(shipped_model_dir() if model is None else model, parts)
     except FileNotFoundError as err:
         fail(str(err))
+
+
+def check_video_paths(input_video: Path, output: Path) -> None:
+    """An existing input video with a readable extension and an output path with a writable one, its folder
+    created if missing and writable; exit 2 with one line otherwise (reconstruct, upscale, interpolate)."""
+    from videoldm.io import VIDEO_EXTENSIONS, WRITE_EXTENSIONS
+
+    if not input_video.is_file():
+        fail(f"INPUT_VIDEO {input_video}: file not found")
+    if input_video.suffix.lower() not in VIDEO_EXTENSIONS:
+        fail(f"INPUT_VIDEO {input_video}: unknown extension {input_video.suffix!r}; expected one of {VIDEO_EXTENSIONS}")
+    if output.suffix.lower() not in WRITE_EXTENSIONS:
+        fail(f"--output {output}: unknown extension {output.suffix!r}; expected one of {WRITE_EXTENSIONS}")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        fail(f"--output {output}: cannot create its folder ({err.strerror})")
+    if not os.access(output.parent, os.W_OK):
+        fail(f"--output {output}: folder {output.parent} is not writable")

@@ -1,5 +1,12 @@
 """`videoldm generate PROMPT`: sample a video with a Video LDM folder (default: the shipped tiny model).
 
+With an interpolation model in the folder (`interpolation/`) the default runs the paper's stack
+(`pipelines.stack`): K key frames -> x4 -> x4 -> one decode, K the fewest key frames whose 16K - 15 frames cover
+--num-frames (default 113 = 8 key frames), the video trimmed to --num-frames and written at --fps (default 30: the
+key frames at fps / 16). `--keyframes-only`, and every folder without `interpolation/`, samples --num-frames frames
+with the text-to-video model alone (default 16 at 8 fps); `--image-only` samples --num-frames frames with the image
+model (every alpha = 1: the "before alignment" baseline of whichever video the folder makes). README "Generate".
+
 Every argument is checked before the model is loaded -- sizes from the folder's JSON configs alone -- so bad
 input costs nothing and exits with code 2 and one line; the video is written atomically (io.write_video).
 """
@@ -14,22 +21,41 @@ import typer
 
 from videoldm.cli.app import app, fail, model_dir
 
+STACK_FPS = 30.0  # the paper's output rate (key frames at 30 / 16 = 1.875 fps)
+FPS = 8.0  # key frames alone, and folders without interpolation/
+FRAMES = 16  # key frames alone, and folders without interpolation/
+
 
 @app.command()
 def generate(
     prompt: str = typer.Argument(..., help='What the video shows, e.g. "a red circle moving right".'),
     model: Path | None = typer.Option(None, "--model", help="A Video LDM folder (default: the shipped tiny model)."),
-    num_frames: int = typer.Option(16, "--num-frames", help="Frames T."),
-    steps: int = typer.Option(25, "--steps", help="Denoising steps."),
+    num_frames: int | None = typer.Option(
+        None, "--num-frames", help="Frames of the video (default: 113 = 8 key frames x 16 with the stack, else 16)."
+    ),
+    steps: int = typer.Option(25, "--steps", help="Denoising steps (of the key frames, with the stack)."),
+    interpolation_steps: int | None = typer.Option(
+        None, "--interpolation-steps", help="Denoising steps of each x4 pass of the stack (default 8)."
+    ),
     guidance: float = typer.Option(7.5, "--guidance", help="Classifier-free guidance scale (<= 1: off)."),
+    context_guidance: float | None = typer.Option(
+        None, "--context-guidance", help="Context guidance of the stack's x4 passes (default 1: none)."
+    ),
     seed: int | None = typer.Option(None, "--seed", help="Noise seed (default: a random one, put in the name)."),
-    fps: float = typer.Option(8.0, "--fps", help="Frames per second of the written video."),
+    fps: float | None = typer.Option(
+        None, "--fps", help="Frames per second written (default: 30 with the stack, key frames at fps/16; else 8)."
+    ),
+    keyframes_only: bool = typer.Option(
+        False, "--keyframes-only", help="The text-to-video model's frames alone: no interpolation."
+    ),
     height: int | None = typer.Option(None, "--height", help="Pixels (default: the model's training size)."),
     width: int | None = typer.Option(None, "--width", help="Pixels (default: the model's training size)."),
     negative_prompt: str | None = typer.Option(None, "--negative-prompt", help="Steer away from this."),
     image_only: bool = typer.Option(False, "--image-only", help="Every alpha = 1: the image model per frame."),
     image_decoder: bool = typer.Option(False, "--image-decoder", help="Ignore a temporal decoder."),
-    scheduler: str | None = typer.Option(None, "--scheduler", help="ddim, dpm++ or euler (default: the model's)."),
+    scheduler: str | None = typer.Option(
+        None, "--scheduler", help="ddim, dpm++ or euler for the key frames (default: the model's)."
+    ),
     output: Path | None = typer.Option(None, "--output", "-o", help=".mp4 or .gif (default ./videoldm-SEED.mp4)."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, ... (default: cuda if available)."),
     dtype: str = typer.Option(
@@ -46,8 +72,23 @@ def generate(
     seed = secrets.randbelow(2**31) if seed is None else seed
     output = output or Path(f"videoldm-{seed}.mp4")
     _check_arguments(prompt, num_frames=num_frames, steps=steps, guidance=guidance, fps=fps, scheduler=scheduler)
+    if keyframes_only and image_only:
+        fail(
+            "--keyframes-only and --image-only exclude each other: --image-only samples every frame with the image "
+            "model (no key frames, no interpolation)"
+        )
     _check_output(output)
     folder = model_dir(model)
+    stack_folder = _has_interpolation(folder) and not keyframes_only  # the stack's frame count and rate
+    run_stack = stack_folder and not image_only
+    num_frames = _check_stack(
+        num_frames,
+        stack_folder=stack_folder,
+        run_stack=run_stack,
+        interpolation_steps=interpolation_steps,
+        context_guidance=context_guidance,
+    )
+    fps = (STACK_FPS if stack_folder else FPS) if fps is None else fps
     height, width = _check_size(folder, height, width)
     upscaler = _load_upscaler(folder, height, width) if upscale else None  # checked before sampling anything
 
@@ -58,36 +99,94 @@ def generate(
 
     from videoldm.diffusion import make_scheduler
     from videoldm.io import write_video
-    from videoldm.pipelines import VideoLDMPipeline
+    from videoldm.pipelines import VideoLDMPipeline, VideoLDMStackPipeline
 
+    loader = VideoLDMStackPipeline if run_stack else VideoLDMPipeline
     try:
-        pipe = VideoLDMPipeline.from_pretrained(folder, image_decoder=image_decoder, torch_dtype=torch_dtype)
+        pipe = loader.from_pretrained(folder, image_decoder=image_decoder, torch_dtype=torch_dtype)
     except (OSError, ValueError) as err:
         fail(f"cannot load model {folder}: {err}")
+    keyframe_pipe = pipe.keyframes if run_stack else pipe
     if scheduler is not None:
-        pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
+        keyframe_pipe.scheduler = make_scheduler(scheduler, keyframe_pipe.scheduler.config)
     pipe.to(device)
     if compile_unet:
         # Off by default: on a 2-core CPU compiling took ~2 min and the compiled UNet was no faster
         # (docs/benchmarks.md); the time pays back on GPUs and over many videos.
-        pipe.unet = torch.compile(pipe.unet)
-    pipe.set_progress_bar_config(desc="generating", unit="step")
-    video = pipe(
-        prompt,
-        num_frames=num_frames,
-        height=height,
-        width=width,
-        num_inference_steps=steps,
-        guidance_scale=guidance,
-        negative_prompt=negative_prompt,
-        generator=torch.Generator().manual_seed(seed),
-        image_only=image_only,
-        image_decoder=image_decoder,
-    ).frames
+        keyframe_pipe.unet = torch.compile(keyframe_pipe.unet)
+        if run_stack:
+            pipe.interpolation.unet = torch.compile(pipe.interpolation.unet)
+    common = {
+        "num_frames": num_frames,
+        "height": height,
+        "width": width,
+        "num_inference_steps": steps,
+        "guidance_scale": guidance,
+        "negative_prompt": negative_prompt,
+        "generator": torch.Generator().manual_seed(seed),
+        "image_decoder": image_decoder,
+    }
+    if run_stack:
+        pipe.set_progress_bar_config(unit="step")
+        video = pipe(
+            prompt,
+            **common,
+            interpolation_steps=interpolation_steps or _default_interpolation_steps(),
+            context_guidance_scale=1.0 if context_guidance is None else context_guidance,
+        ).frames
+    else:
+        pipe.set_progress_bar_config(desc="generating", unit="step")
+        video = pipe(prompt, **common, image_only=image_only).frames
     if upscaler is not None:
         upscaler.to(device)
         video = upscaler(video, generator=torch.Generator().manual_seed(seed), image_only=image_only).frames
     typer.echo(str(write_video(output, video[0].cpu(), fps=fps)))
+
+
+def _has_interpolation(folder: Path) -> bool:
+    from videoldm.layout import INTERPOLATION, TEMPORAL
+
+    return (folder / INTERPOLATION / TEMPORAL).is_dir()
+
+
+def _default_interpolation_steps() -> int:
+    from videoldm.pipelines.stack import DEFAULT_INTERPOLATION_STEPS
+
+    return DEFAULT_INTERPOLATION_STEPS
+
+
+def _check_stack(
+    num_frames: int | None,
+    *,
+    stack_folder: bool,
+    run_stack: bool,
+    interpolation_steps: int | None,
+    context_guidance: float | None,
+) -> int:
+    """The frame count (default: the stack's 113 in a folder with interpolation/, else 16), checked against the
+    stack's range when the stack runs; the stack's own options refused when it does not."""
+    from videoldm.pipelines.stack import DEFAULT_KEYFRAMES, MAX_KEYFRAMES, stack_frames
+
+    if not run_stack:
+        for name, value in (("--interpolation-steps", interpolation_steps), ("--context-guidance", context_guidance)):
+            if value is not None:
+                fail(
+                    f"{name}: only the stack uses it, and this run has no interpolation (--keyframes-only, "
+                    "--image-only, or no interpolation/ in the model folder)"
+                )
+    if interpolation_steps is not None and interpolation_steps < 1:
+        fail(f"--interpolation-steps must be >= 1, got {interpolation_steps}")
+    if context_guidance is not None and not 0 <= context_guidance < float("inf"):
+        fail(f"--context-guidance must be a number >= 0, got {context_guidance}")
+    if num_frames is None:
+        return stack_frames(DEFAULT_KEYFRAMES) if stack_folder else FRAMES
+    most = stack_frames(MAX_KEYFRAMES)
+    if run_stack and not 2 <= num_frames <= most:
+        fail(
+            f"--num-frames must be in [2, {most}] with the stack ({MAX_KEYFRAMES} key frames at most; "
+            f"--keyframes-only for other counts), got {num_frames}"
+        )
+    return num_frames
 
 
 def _load_upscaler(folder: Path, height: int, width: int):
@@ -106,17 +205,17 @@ def _load_upscaler(folder: Path, height: int, width: int):
 
 
 def _check_arguments(
-    prompt: str, *, num_frames: int, steps: int, guidance: float, fps: float, scheduler: str | None
+    prompt: str, *, num_frames: int | None, steps: int, guidance: float, fps: float | None, scheduler: str | None
 ) -> None:
     if not prompt.strip():
         fail("PROMPT must not be empty")
-    if num_frames < 1:
+    if num_frames is not None and num_frames < 1:
         fail(f"--num-frames must be >= 1, got {num_frames}")
     if steps < 1:
         fail(f"--steps must be >= 1, got {steps}")
     if not guidance >= 0:
         fail(f"--guidance must be >= 0, got {guidance}")
-    if not 0 < fps < float("inf"):
+    if fps is not None and not 0 < fps < float("inf"):
         fail(f"--fps must be a positive number, got {fps}")
     from videoldm.diffusion import SAMPLERS
 

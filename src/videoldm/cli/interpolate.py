@@ -15,8 +15,7 @@ from typing import Annotated
 import typer
 
 from videoldm import layout
-from videoldm.cli.app import app, fail, model_dir
-from videoldm.cli.reconstruct import _check_paths
+from videoldm.cli.app import app, check_video_paths, fail, model_dir
 
 FACTORS = (4, 16)
 
@@ -46,7 +45,7 @@ def interpolate(
     ] = 1,
 ) -> None:
     """Interpolate a video: 3 new frames between each pair of frames (x4), or twice (x16)."""
-    _check_paths(input_video, output)
+    check_video_paths(input_video, output)
     if factor not in FACTORS:
         fail(f"--factor must be 4 or 16, got {factor}")
     if steps < 1:

@@ -5,31 +5,13 @@ Users check their autoencoder (and the temporal decoder against the image decode
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from videoldm import layout
-from videoldm.cli.app import app, fail, model_dir
-
-
-def _check_paths(input_video: Path, output: Path) -> None:
-    from videoldm.io import VIDEO_EXTENSIONS, WRITE_EXTENSIONS
-
-    if not input_video.is_file():
-        fail(f"INPUT_VIDEO {input_video}: file not found")
-    if input_video.suffix.lower() not in VIDEO_EXTENSIONS:
-        fail(f"INPUT_VIDEO {input_video}: unknown extension {input_video.suffix!r}; expected one of {VIDEO_EXTENSIONS}")
-    if output.suffix.lower() not in WRITE_EXTENSIONS:
-        fail(f"--output {output}: unknown extension {output.suffix!r}; expected one of {WRITE_EXTENSIONS}")
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        fail(f"--output {output}: cannot create its folder ({err.strerror})")
-    if not os.access(output.parent, os.W_OK):
-        fail(f"--output {output}: folder {output.parent} is not writable")
+from videoldm.cli.app import app, check_video_paths, fail, model_dir
 
 
 @app.command()
@@ -46,7 +28,7 @@ def reconstruct(
     max_frames: Annotated[int | None, typer.Option("--max-frames", help="Only the first N frames.")] = None,
 ) -> None:
     """Encode a video with the model's autoencoder and decode it again (temporal decoder if the model has one)."""
-    _check_paths(input_video, output)
+    check_video_paths(input_video, output)
     if chunk_size < 1:
         fail(f"--chunk-size must be >= 1, got {chunk_size}")
     if max_frames is not None and max_frames < 1:

@@ -13,8 +13,7 @@ from typing import Annotated
 import typer
 
 from videoldm import layout
-from videoldm.cli.app import app, fail, model_dir
-from videoldm.cli.reconstruct import _check_paths
+from videoldm.cli.app import app, check_video_paths, fail, model_dir
 
 
 @app.command()
@@ -40,7 +39,7 @@ def upscale(
     max_frames: Annotated[int | None, typer.Option("--max-frames", help="Only the first N frames.")] = None,
 ) -> None:
     """Upscale a video with the model's video upsampler (temporally aligned unless --image-only)."""
-    _check_paths(input_video, output)
+    check_video_paths(input_video, output)
     for name, value in (("--steps", steps), ("--chunk-size", chunk_size), ("--max-frames", max_frames or 1)):
         if value < 1:
             fail(f"{name} must be >= 1, got {value}")

@@ -335,13 +335,22 @@ class VideoLDMPipeline:
         latents = self._sample(
             latents, cond=cond, guider=guider, generator=generator, image_only=image_only, callback=callback_on_step_end
         )
-        if output_type == "latent":
-            frames: torch.Tensor | np.ndarray = latents
-        else:
-            frames = self.decode_latents(latents, decode_chunk_size=decode_chunk_size, image_decoder=image_decoder)
-            if output_type == "np":
-                frames = ((frames + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()
+        frames = self.output_frames(
+            latents, output_type=output_type, decode_chunk_size=decode_chunk_size, image_decoder=image_decoder
+        )
         return VideoLDMPipelineOutput(frames=frames) if return_dict else (frames,)
+
+    def output_frames(
+        self, latents: torch.Tensor, *, output_type: str, decode_chunk_size: int | None, image_decoder: bool
+    ) -> torch.Tensor | np.ndarray:
+        """Clean latents (B, c, T, h, w) -> `output_type`: "latent" (as they are), "pt" (B, 3, T, H, W) in [-1, 1]
+        (`decode_latents`) or "np" (B, T, H, W, 3) uint8. The stack (`pipelines.stack`) decodes through it too."""
+        if output_type == "latent":
+            return latents
+        frames = self.decode_latents(latents, decode_chunk_size=decode_chunk_size, image_decoder=image_decoder)
+        if output_type == "np":
+            return ((frames + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()
+        return frames
 
     def _sample(
         self,

@@ -1,0 +1,193 @@
+"""Benchmark (e), the stack (issue 14): the whole `videoldm generate PROMPT` command with an interpolation model in
+the folder -- key frames -> x4 -> x4 -> one decode -- against `--keyframes-only`, each in a fresh process.
+
+The machinery is `benchmarks/generate_e2e.py`'s (`time_cli`: wall, CPU seconds and peak RSS from the child's
+rusage; `stage_timer`: the pipeline's seams wrapped from outside); this module adds the stack's rows. Each row is
+ONE cold command (interpreter start, imports, loading, sampling, decoding, writing the mp4), started as
+`python -m benchmarks.generate_stack --staged OUT.json -- generate ARGS`: the same typer command the `videoldm`
+script runs, with the stage timers installed first, so that one run gives the total and the per-stage split.
+
+Speed does not depend on training: without a trained interpolation model, `--model` defaults to a copy of the
+shipped folder plus fresh (untrained) interpolation layers built as the interpolation stage builds them from
+`configs/tiny-shapes/interpolation.yaml` and saved as it exports them (`stack_folder`).
+
+Quiet estimate: where the CPU is shared, wall time says little, but CPU seconds barely move. The
+`--keyframes-only` row is the command whose wall time on an idle 2-core CPU is in generate_e2e.md (16 frames, 25
+steps: `QUIET_KEYFRAMES_WALL_S`); each row's quiet wall time is estimated as its CPU seconds times that wall over
+the `--keyframes-only` row's CPU seconds, measured under the same conditions. Re-measure quietly with `--runs 3`.
+
+Run: .venv/bin/python -m benchmarks.generate_stack [--model DIR] [--jobs 2] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from typer.main import get_command
+
+from benchmarks.common import RESULTS, load_average, machine_header, machine_info, markdown_table, write_atomic
+from benchmarks.generate_e2e import PROMPT, TARGET_CPUS, TARGET_SECONDS, stage_timer, time_cli
+from videoldm.cli import app
+
+QUIET_KEYFRAMES_WALL_S = 16.9  # generate_e2e.md: `videoldm generate PROMPT` (16 frames, 25 steps) on an idle CPU
+ROWS = {"default (the stack)": [], "--keyframes-only": ["--keyframes-only"]}
+STAGES = ("load", "text encoder", "denoising", "interpolating", "decoding", "writing")
+CONFIG = Path(__file__).resolve().parent.parent / "src/videoldm/configs/tiny-shapes/interpolation.yaml"
+
+
+def stack_folder(out: Path) -> Path:
+    """A copy of the shipped folder plus `interpolation/` with fresh layers (the config's `model.temporal`
+    options, as `InterpolationStage` builds them) written as the stage exports them."""
+    from diffusers import UNet2DConditionModel
+
+    from videoldm import layout
+    from videoldm.assets import shipped_model_dir
+    from videoldm.loading import load_scheduler
+    from videoldm.training.stages.interpolation import NUM_CONDITIONS, write_interpolation_config
+    from videoldm.video_unet import VideoUNet
+
+    shutil.copytree(shipped_model_dir(), out)
+    config = yaml.safe_load(CONFIG.read_text())
+    options = {"num_conditions": NUM_CONDITIONS, **config["model"]["temporal"], "context_in_channels": True}
+    unet = UNet2DConditionModel.from_pretrained(out / layout.UNET, local_files_only=True)
+    part = out / layout.INTERPOLATION
+    VideoUNet.from_image_unet(unet, **options).save_temporal(part / layout.TEMPORAL)
+    load_scheduler(out / layout.SCHEDULER).save_pretrained(part / layout.SCHEDULER)  # the same DDIM schedule
+    strides = [config["data"]["frame_stride"] * 4**c for c in range(options["num_conditions"])]
+    write_interpolation_config(part, num_frames=config["data"]["num_frames"], frame_strides=strides)
+    return out
+
+
+def staged(argv: list[str]) -> None:
+    """`--staged OUT.json -- generate ARGS`: the command with the stage timers on; their wall and CPU seconds
+    to OUT.json."""
+    out, args = Path(argv[0]), argv[argv.index("--") + 1 :]
+    cpu: dict[str, float] = {}
+    with stage_timer(cpu) as seconds:
+        code = get_command(app).main(args, prog_name="videoldm", standalone_mode=False)
+    if code:
+        raise SystemExit(code)
+    out.write_text(json.dumps({"wall": seconds, "cpu": cpu}))
+
+
+def measure_row(extra: list[str], *, model: Path, runs: int) -> dict[str, Any]:
+    """`videoldm generate PROMPT --model M --seed 0 EXTRA` in `runs` fresh processes: the median run's wall, CPU
+    seconds and stage split; peak RSS the largest."""
+    results = []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory(prefix="videoldm-stack-") as tmp:
+            stages = Path(tmp) / "stages.json"
+            command = [sys.executable, "-m", "benchmarks.generate_stack", "--staged", str(stages), "--"]
+            args = ["generate", PROMPT, "--model", str(model), "--seed", "0", *extra]
+            result = time_cli(args, command=command)
+            results.append({**result, **json.loads(stages.read_text())})
+    median = sorted(results, key=lambda r: r["cpu_s"])[(len(results) - 1) // 2]
+    return {**median, "runs": runs, "peak_rss_mb": max(r["peak_rss_mb"] for r in results)}
+
+
+def table(rows: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The totals (with the quiet estimate) and the per-stage split (wall and CPU seconds)."""
+    scale = QUIET_KEYFRAMES_WALL_S / rows["--keyframes-only"]["cpu_s"]
+    totals, split = [], []
+    for name, r in rows.items():
+        estimate = r["cpu_s"] * scale
+        totals.append(
+            {
+                "command": " ".join(["videoldm generate", f'"{PROMPT}"', *ROWS[name]]),
+                "runs": r["runs"],
+                "wall_s": r["wall_s"],
+                "cpu_s": r["cpu_s"],
+                "quiet_estimate_s": estimate,
+                "peak_rss_mb": r["peak_rss_mb"],
+                "target": f"<= {TARGET_SECONDS:g} s" if name.startswith("default") else "-",
+                "result": ("PASS" if estimate <= TARGET_SECONDS else "FAIL") if name.startswith("default") else "-",
+            }
+        )
+        for kind in ("wall", "cpu"):
+            total = r["wall_s"] if kind == "wall" else r["cpu_s"]
+            stages = {s: r[kind].get(s, 0.0) for s in STAGES}
+            split.append({"row": name, "seconds": kind, **stages, "startup + other": total - sum(stages.values())})
+    return totals, split
+
+
+def write_results(rows: dict[str, dict[str, Any]], header: str, model_note: str, out_dir: Path) -> Path:
+    totals, split = table(rows)
+    parts = [
+        "# `videoldm generate` with the stack (key frames -> x4 -> x4 -> one decode), tiny-shapes, 64 x 64",
+        "",
+        header,
+        "",
+        model_note,
+        "",
+        "Each row: ONE cold command in a fresh process (interpreter start, imports, loading, sampling, decoding, "
+        "writing the mp4), `--seed 0`, otherwise the defaults: the stack = 8 key frames (25 DDIM steps, guidance "
+        "7.5) -> 29 -> 113 frames (8 DDIM steps per x4 pass, context guidance 1: one branch, windows of 9 frames) "
+        "-> the temporal decoder once, 113 frames at 30 fps; `--keyframes-only` = 16 frames, 25 steps (the command "
+        "whose idle-CPU wall time, "
+        f"{QUIET_KEYFRAMES_WALL_S:g} s, generate_e2e.md records). `cpu_s`: the process's user + system seconds "
+        "(rusage). `quiet_estimate_s` = `cpu_s` x "
+        f"{QUIET_KEYFRAMES_WALL_S:g} / (`--keyframes-only`'s `cpu_s`): the wall time on an idle 2-core CPU if "
+        f"both commands split alike over its threads (target: the default <= {TARGET_SECONDS:g} s on a "
+        f"{TARGET_CPUS}-core CPU).",
+        "",
+        markdown_table(totals, list(totals[0])),
+        "",
+        "Per stage (the pipeline's seams timed from outside, `benchmarks/generate_e2e.py` `stage_timer`): `load` "
+        "= `from_pretrained` (one set of components; the stack adds the interpolation layers), `denoising` = the "
+        "key frames' loop, `interpolating` = both x4 passes (`interpolate_latents`), `decoding` = the one decode, "
+        "`writing` = the mp4; `startup + other` = interpreter start, imports, argument checks.",
+        "",
+        markdown_table(split, list(split[0])),
+        "",
+        "Reproduce: `.venv/bin/python -m benchmarks.generate_stack` (quiet machine: add `--runs 3`).",
+        "",
+    ]
+    return write_atomic(out_dir / "generate_stack.md", "\n".join(parts))
+
+
+def main(argv: list[str] | None = None) -> Path | None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--staged"]:
+        staged(argv[1:])
+        return None
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, default=None, help="A folder with interpolation/ (default: built).")
+    parser.add_argument("--runs", type=int, default=1, help="Fresh processes per row (median by CPU seconds).")
+    parser.add_argument("--jobs", type=int, default=1, help="Rows at once (only where CPU seconds are the measure).")
+    parser.add_argument("--note", default="", help="A line on the conditions (e.g. other jobs on the CPU).")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="Results folder.")
+    args = parser.parse_args(argv)
+    info, load_before = machine_info(), load_average()
+    with tempfile.TemporaryDirectory(prefix="videoldm-stack-model-") as tmp:
+        model = args.model or stack_folder(Path(tmp) / "tiny-shapes-stack")
+        model_note = (
+            f"Model: `{args.model}`."
+            if args.model
+            else "Model: the shipped folder plus untrained interpolation layers (`stack_folder`: the config's "
+            "options; speed does not depend on training)."
+        )
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            futures = {
+                name: pool.submit(measure_row, extra, model=model, runs=args.runs) for name, extra in ROWS.items()
+            }
+            rows = {name: future.result() for name, future in futures.items()}
+    for name, row in rows.items():
+        print(name, {k: row[k] for k in ("wall_s", "cpu_s", "peak_rss_mb")}, flush=True)
+    header = machine_header(info, load_before=load_before, load_after=load_average())
+    header += f" {args.note}" if args.note else ""
+    header += f" Runs at once: {args.jobs}." if args.jobs > 1 else ""
+    return write_results(rows, header, model_note, args.out)
+
+
+if __name__ == "__main__":
+    torch.set_flush_denormal(True)  # as the command's own callback does
+    print(main())
