@@ -24,6 +24,19 @@ def test_linear_blend_keeps_the_given_frames_and_blends_between():
     assert out.shape[2] == 5 and out[0, 0, :, 0, 0].tolist() == [0, 0.25, 0.5, 0.75, 1]
 
 
+def test_object_overlap_is_one_for_the_truth_and_sees_a_ghost_the_centroid_cannot():
+    def square(x0: int) -> torch.Tensor:  # (3, 1, 32, 32): a red 10 x 10 square on grey at column x0
+        frame = torch.zeros(3, 1, 32, 32)
+        frame[0, :, 10:20, x0 : x0 + 10] = 0.8
+        return frame
+
+    truth = square(12)
+    ghost = (square(10) + square(14)) / 2  # the blend of the squares 2 px to either side: same centroid
+    assert interpolation_quality.object_overlap(truth, truth, [0]) == pytest.approx(1.0)
+    overlap = interpolation_quality.object_overlap(ghost, truth, [0])
+    assert overlap == pytest.approx((10 - 2) / (10 + 2), abs=1e-6)  # (w - d/2) / (w + d/2), d = 4 px apart
+
+
 def test_benchmark_scores_both_stages_and_writes_its_report(tmp_path):
     model = save_tiny_interpolation_model(tmp_path / "model")
     out = tmp_path / "report.md"
@@ -31,6 +44,6 @@ def test_benchmark_scores_both_stages_and_writes_its_report(tmp_path):
     interpolation_quality.main([*args, "--output", str(out)])
     text = out.read_text()
     for stage in interpolation_quality.STAGES:
-        for method in ("blend", "model s=1", "model s=2"):
+        for method in ("autoencoder", "blend", "model s=1", "model s=2"):
             assert f"| {stage} | {method} |" in text
-    assert "x the blend's" in text
+    assert "x the blend's" in text and "object overlap" in text and "the captions as prompts" in text
