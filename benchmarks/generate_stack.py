@@ -130,7 +130,7 @@ def write_results(rows: dict[str, dict[str, Any]], header: str, model_note: str,
         "",
         "Each row: ONE cold command in a fresh process (interpreter start, imports, loading, sampling, decoding, "
         "writing the mp4), `--seed 0`, otherwise the defaults: the stack = 8 key frames (25 DDIM steps, guidance "
-        "7.5) -> 29 -> 113 frames (8 DDIM steps per x4 pass, context guidance 1: one branch, windows of 9 frames) "
+        "7.5) -> 29 -> 113 frames (5 DDIM steps per x4 pass, context guidance 1: one branch, windows of 9 frames) "
         "-> the temporal decoder once, 113 frames at 30 fps; `--keyframes-only` = 16 frames, 25 steps (the command "
         "whose idle-CPU wall time, "
         f"{QUIET_KEYFRAMES_WALL_S:g} s, generate_e2e.md records). `cpu_s`: the process's user + system seconds "

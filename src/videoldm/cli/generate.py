@@ -35,7 +35,7 @@ def generate(
     ),
     steps: int = typer.Option(25, "--steps", help="Denoising steps (of the key frames, with the stack)."),
     interpolation_steps: int | None = typer.Option(
-        None, "--interpolation-steps", help="Denoising steps of each x4 pass of the stack (default 8)."
+        None, "--interpolation-steps", help="Denoising steps of each x4 pass of the stack (default 5)."
     ),
     guidance: float = typer.Option(7.5, "--guidance", help="Classifier-free guidance scale (<= 1: off)."),
     context_guidance: float | None = typer.Option(
