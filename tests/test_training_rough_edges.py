@@ -145,7 +145,7 @@ def test_fresh_temporal_builds_new_layers_on_a_folder_that_has_temporal(tmp_path
     options = {"kernel_size": [1, 1, 1], "temporal_norm": "frame", "cross_attention": False}
 
     _edit(config, model={"temporal": options})
-    with pytest.raises(ConfigError, match=r"model\.temporal: .* already has temporal layers.*model\.fresh_temporal"):
+    with pytest.raises(ConfigError, match=r"model\.temporal: .* already has temporal/.*model\.fresh_temporal"):
         load_config(config)
 
     fresh = build_stage(load_config(_edit(config, model={"fresh_temporal": True})))

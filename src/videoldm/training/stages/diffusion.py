@@ -19,7 +19,7 @@ from torch import nn
 from videoldm import layout
 from videoldm.loading import write_builtin_marker
 from videoldm.text import MINILM
-from videoldm.training.config import RunConfig
+from videoldm.training.config import ConfigError, RunConfig
 from videoldm.training.stages.base import BUILTIN_PREFIX, Stage
 from videoldm.video_unet import VideoUNet
 
@@ -96,6 +96,24 @@ class DiffusionStage(Stage):
 
     needs_latents = True
     needs_text = True
+
+    # The model-folder part that holds the layers a stage trains and can continue (temporal/, interpolation/).
+    continued_part: str | None = None
+
+    @classmethod
+    def _continues(cls, config: RunConfig) -> bool:
+        """Whether the stage loads `model.pretrained`'s saved `continued_part` (else it builds new layers)."""
+        assert config.model.pretrained is not None and cls.continued_part is not None
+        return not config.model.fresh_temporal and (config.model.pretrained / cls.continued_part).is_dir()
+
+    @classmethod
+    def _refuse_options_when_continuing(cls, config: RunConfig) -> None:
+        # Continuing takes the options from the folder's saved layers: different ones would not load.
+        if config.model.temporal and cls._continues(config):
+            raise ConfigError(
+                f"model.temporal: {config.model.pretrained} already has {cls.continued_part}/; leave the options out "
+                "to continue it, or set model.fresh_temporal: true to train new layers with these options"
+            )
 
     def noise_scheduler(self) -> DDPMScheduler:
         """The training noise schedule."""

@@ -51,6 +51,8 @@ def write_interpolation_config(folder: Path, *, num_frames: int, frame_strides: 
 
 
 class InterpolationStage(DiffusionStage):
+    continued_part = layout.INTERPOLATION
+
     @classmethod
     def check_config(cls, config: RunConfig) -> None:
         cls.require_pretrained(config)
@@ -68,11 +70,7 @@ class InterpolationStage(DiffusionStage):
         options = dict(config.model.temporal)
         if options.get("context_in_channels") not in (None, True):
             raise ConfigError("model.temporal.context_in_channels: set by the stage (the latents' channels + 1)")
-        if config.model.temporal and cls._continues(config):
-            raise ConfigError(
-                f"model.temporal: {config.model.pretrained} already has {layout.INTERPOLATION}/; leave the options "
-                "out to continue it, or set model.fresh_temporal: true to train new layers with these options"
-            )
+        cls._refuse_options_when_continuing(config)
         if not cls._continues(config):
             conditions = options.get("num_conditions", NUM_CONDITIONS)
             if not isinstance(conditions, int) or conditions < 1:
@@ -87,12 +85,6 @@ class InterpolationStage(DiffusionStage):
                     f"({conditions - 1}) take data.num_frames ({config.data.num_frames}) frames every {stride} "
                     f"source frames: set it >= {span}"
                 )
-
-    @staticmethod
-    def _continues(config: RunConfig) -> bool:
-        """Whether the stage loads the folder's saved interpolation layers (else it builds new ones)."""
-        assert config.model.pretrained is not None
-        return not config.model.fresh_temporal and (config.model.pretrained / layout.INTERPOLATION).is_dir()
 
     def __init__(self, config: RunConfig) -> None:
         super().__init__(config)

@@ -17,27 +17,18 @@ from torch import nn
 from videoldm import layout
 from videoldm.training import batches as B
 from videoldm.training.cache import VideoCache
-from videoldm.training.config import ConfigError, RunConfig
+from videoldm.training.config import RunConfig
 from videoldm.training.stages.diffusion import DiffusionStage
 from videoldm.video_unet import VideoUNet
 
 
 class TemporalStage(DiffusionStage):
+    continued_part = layout.TEMPORAL
+
     @classmethod
     def check_config(cls, config: RunConfig) -> None:
         cls.require_pretrained(config)
-        if config.model.temporal and cls._continues(config):
-            # Continuing takes the options from the folder's temporal/: different ones would not load.
-            raise ConfigError(
-                f"model.temporal: {config.model.pretrained} already has temporal layers; leave the options out to "
-                "continue them, or set model.fresh_temporal: true to train new ones with these options"
-            )
-
-    @staticmethod
-    def _continues(config: RunConfig) -> bool:
-        """Whether the stage loads the folder's saved temporal layers (else it builds new ones)."""
-        assert config.model.pretrained is not None
-        return not config.model.fresh_temporal and (config.model.pretrained / layout.TEMPORAL).is_dir()
+        cls._refuse_options_when_continuing(config)
 
     def __init__(self, config: RunConfig) -> None:
         super().__init__(config)
