@@ -26,18 +26,27 @@ HELD_OUT_SEED = 90_001  # the shapes datasets of the configs use small seeds; th
 
 
 def held_out_shapes(
-    num_videos: int, *, frames: int, size: int, seed: int = HELD_OUT_SEED, texture: str | None = None
+    num_videos: int,
+    *,
+    frames: int,
+    size: int,
+    seed: int = HELD_OUT_SEED,
+    texture: str | None = None,
+    speed: tuple[float, float] | None = None,
 ) -> torch.Tensor:
     """(N, 3, T, size, size) shapes-world clips in [-1, 1], captions balanced over the 48; `texture` as for
-    `videoldm.data.shapes.sample_clip` (None: the plain grey background)."""
-    from videoldm.data.shapes import balanced_captions, parse_caption, render_shapes_video
+    `videoldm.data.shapes.sample_clip` (None: the plain grey background); `speed` px per frame (None: the world's
+    default; `PAPER_SPEED` for the paper's rates)."""
+    from videoldm.data.shapes import SPEED, balanced_captions, parse_caption, render_shapes_video
 
     clips = []
     for i, caption in enumerate(balanced_captions(num_videos, seed=seed)):
         colour, shape, direction = parse_caption(caption)
         rng = np.random.default_rng([seed, i])
         clips.append(
-            render_shapes_video(colour, shape, direction, rng=rng, num_frames=frames, size=size, texture=texture)
+            render_shapes_video(
+                colour, shape, direction, rng=rng, num_frames=frames, size=size, texture=texture, speed=speed or SPEED
+            )
         )
     return torch.stack(clips)
 

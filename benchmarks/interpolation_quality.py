@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import RESULTS, machine_header, machine_info, markdown_table, shown_path, write_atomic
-from benchmarks.decoder_quality import HELD_OUT_SEED
+from benchmarks.decoder_quality import HELD_OUT_SEED, held_out_shapes
 from videoldm.autoencoder.metrics import psnr
 from videoldm.diffusion.masks import interpolation_mask
 from videoldm.evaluation.shapes_analysis import analyse_video
@@ -47,16 +47,9 @@ STAGES = {"keys x4": (1, 4), "x4 -> full": (0, 1)}  # name: (condition, spacing 
 
 def held_out_paper_rate(num_videos: int, *, frames: int, size: int, seed: int = HELD_OUT_SEED) -> torch.Tensor:
     """(N, 3, frames, size, size) shapes-world videos at the paper's speed, captions balanced over the 48."""
-    from videoldm.data.shapes import PAPER_SPEED, balanced_captions, parse_caption, render_shapes_video
+    from videoldm.data.shapes import PAPER_SPEED
 
-    clips = []
-    for i, caption in enumerate(balanced_captions(num_videos, seed=seed)):
-        colour, shape, direction = parse_caption(caption)
-        rng = np.random.default_rng([seed, i])
-        clips.append(
-            render_shapes_video(colour, shape, direction, rng=rng, num_frames=frames, size=size, speed=PAPER_SPEED)
-        )
-    return torch.stack(clips)
+    return held_out_shapes(num_videos, frames=frames, size=size, seed=seed, speed=PAPER_SPEED)
 
 
 def held_out_captions(num_videos: int, *, seed: int = HELD_OUT_SEED) -> list[str]:
