@@ -130,6 +130,14 @@ class DiffusionStage(Stage):
     def _diffusion_loss(self, model: nn.Module) -> DiffusionLoss:
         return DiffusionLoss(model, self.noise_scheduler(), weighting=self.config.train.loss_weighting)
 
+    def _temporal_loss(self, video_unet: VideoUNet) -> DiffusionLoss:
+        """The loss of a stage that trains only `video_unet`'s temporal layers: spatial layers frozen, gradient
+        checkpointing as configured."""
+        video_unet.freeze_spatial()
+        if self.config.train.gradient_checkpointing:
+            video_unet.enable_gradient_checkpointing()
+        return self._diffusion_loss(video_unet)
+
     def _diffusion_batch(self, latents: torch.Tensor, text: torch.Tensor, g: torch.Generator) -> dict:
         """latents (B, c, h, w) or (B, c, T, h, w) -> the DiffusionLoss inputs: noise like the latents and one
         diffusion time per sample, drawn from `train.timestep_range` (default: all of them)."""

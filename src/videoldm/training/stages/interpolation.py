@@ -101,10 +101,7 @@ class InterpolationStage(DiffusionStage):
             self.video_unet = VideoUNet.from_image_unet(unet, **options)
         embedding = self.video_unet.temporal.condition_embedding
         self.num_conditions = 1 if embedding is None else embedding.num_embeddings
-        self.video_unet.freeze_spatial()
-        if config.train.gradient_checkpointing:
-            self.video_unet.enable_gradient_checkpointing()
-        self.module = self._diffusion_loss(self.video_unet)
+        self.module = self._temporal_loss(self.video_unet)
 
     def trainable(self) -> nn.Module:
         return self.video_unet.temporal

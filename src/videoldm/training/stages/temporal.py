@@ -38,10 +38,7 @@ class TemporalStage(DiffusionStage):
         else:
             unet = UNet2DConditionModel.from_pretrained(self._pretrained(layout.UNET), local_files_only=True)
             self.video_unet = VideoUNet.from_image_unet(unet, **config.model.temporal)
-        self.video_unet.freeze_spatial()
-        if config.train.gradient_checkpointing:
-            self.video_unet.enable_gradient_checkpointing()
-        self.module = self._diffusion_loss(self.video_unet)
+        self.module = self._temporal_loss(self.video_unet)
 
     def trainable(self) -> nn.Module:
         return self.video_unet.temporal
