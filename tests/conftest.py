@@ -30,3 +30,12 @@ def tiny_unet(*, seed: int = 0, class_labels: bool = False, extra_channels: int 
 @pytest.fixture
 def unet() -> UNet2DConditionModel:
     return tiny_unet()
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test (a shared 2-core machine runs tiny ops up to 20x slower on two)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

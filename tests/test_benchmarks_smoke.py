@@ -20,12 +20,7 @@ from videoldm.pipelines.interpolate import VideoInterpolationPipeline
 TINY = CONFIGS["tiny"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny ops are fastest on one thread
 
 
 def positive(row, keys):

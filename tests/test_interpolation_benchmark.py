@@ -9,13 +9,7 @@ from benchmarks import interpolation_quality
 
 from interpolation_fixtures import save_tiny_interpolation_model
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny ops are fastest on one thread
 
 
 def test_linear_blend_keeps_the_given_frames_and_blends_between():

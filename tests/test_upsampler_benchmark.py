@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from benchmarks import upsampler_quality
 
 from upsampler_fixtures import save_tiny_model
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny ops are fastest on one thread
 
 
 def test_benchmark_scores_every_method_and_writes_its_report(tmp_path):
