@@ -72,6 +72,14 @@ def read_interpolation_config(part: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def interpolation_part(folder: Path) -> Path:
+    """`folder / interpolation`, or a FileNotFoundError when it holds no interpolation model."""
+    part = folder / layout.INTERPOLATION
+    if not (part / layout.TEMPORAL).is_dir():
+        raise FileNotFoundError(f"{folder} has no {layout.INTERPOLATION}/{layout.TEMPORAL}/ (no interpolation model)")
+    return part
+
+
 class VideoInterpolationPipeline:
     """Temporal interpolation with a `VideoUNet` whose temporal layers take a context (and a task condition)."""
 
@@ -99,20 +107,36 @@ class VideoInterpolationPipeline:
     ) -> VideoInterpolationPipeline:
         """A model folder with `interpolation/` (see the module docstring). Local files only."""
         folder = Path(directory)
-        part = folder / layout.INTERPOLATION
-        if not (part / layout.TEMPORAL).is_dir():
-            raise FileNotFoundError(
-                f"{folder} has no {layout.INTERPOLATION}/{layout.TEMPORAL}/ (no interpolation model)"
-            )
+        interpolation_part(folder)  # before loading anything
         unet = UNet2DConditionModel.from_pretrained(
             folder / layout.UNET, local_files_only=True, torch_dtype=torch_dtype
         )
-        video_unet = VideoUNet.from_image_unet(unet, temporal=part / layout.TEMPORAL)
-        scheduler_dir = part / layout.SCHEDULER if (part / layout.SCHEDULER).is_dir() else folder / layout.SCHEDULER
-        return cls(
-            unet=video_unet,
+        return cls.on_parts(
+            folder,
+            image_unet=unet,
             autoencoder=VideoAutoencoder.from_model_dir(folder, image_decoder=image_decoder),
             text_encoder=load_text_encoder(folder / layout.TEXT_ENCODER, folder / layout.TOKENIZER),
+        )
+
+    @classmethod
+    def on_parts(
+        cls,
+        directory: str | Path,
+        *,
+        image_unet: UNet2DConditionModel,
+        autoencoder: VideoAutoencoder,
+        text_encoder: TextEncoder,
+    ) -> VideoInterpolationPipeline:
+        """The folder's `interpolation/` model on parts already loaded (the stack shares them with its key-frame
+        pipeline): its temporal layers on `image_unet`, its scheduler from `interpolation/scheduler/` (else the
+        folder's `scheduler/`), its trained clip length as the default window."""
+        folder = Path(directory)
+        part = interpolation_part(folder)
+        scheduler_dir = part / layout.SCHEDULER if (part / layout.SCHEDULER).is_dir() else folder / layout.SCHEDULER
+        return cls(
+            unet=VideoUNet.from_image_unet(image_unet, temporal=part / layout.TEMPORAL),
+            autoencoder=autoencoder,
+            text_encoder=text_encoder,
             scheduler=load_scheduler(scheduler_dir),
             window_frames=read_interpolation_config(part).get("num_frames"),
         )

@@ -25,15 +25,13 @@ import numpy as np
 import torch
 from diffusers.utils import BaseOutput
 
-from videoldm import layout
 from videoldm.diffusion.masks import INTERPOLATION_FACTOR
 from videoldm.diffusion.sampling import Generator
-from videoldm.loading import ModelGeometry, load_scheduler
+from videoldm.loading import ModelGeometry
 from videoldm.pipelines import folders
 from videoldm.pipelines.components import VideoLDMComponents
-from videoldm.pipelines.interpolate import VideoInterpolationPipeline, read_interpolation_config
+from videoldm.pipelines.interpolate import VideoInterpolationPipeline
 from videoldm.pipelines.pipeline_videoldm import OUTPUT_TYPES, VideoLDMPipeline
-from videoldm.video_unet import VideoUNet
 
 FACTOR = INTERPOLATION_FACTOR**2  # two x4 passes: key frames 16 output frames apart
 DEFAULT_KEYFRAMES = 8  # the paper's: 8 -> 29 -> 113 frames
@@ -74,19 +72,11 @@ class VideoLDMStackOutput(BaseOutput):
 def interpolation_pipeline(components: VideoLDMComponents, directory: str | Path) -> VideoInterpolationPipeline:
     """The folder's `interpolation/` model on `components`' image UNet, autoencoder and text encoder (nothing
     loaded twice); its scheduler from `interpolation/scheduler/` (else the folder's `scheduler/`)."""
-    part = Path(directory) / layout.INTERPOLATION
-    if not (part / layout.TEMPORAL).is_dir():
-        raise FileNotFoundError(
-            f"{directory} has no {layout.INTERPOLATION}/{layout.TEMPORAL}/ (no interpolation model)"
-        )
-    unet = VideoUNet.from_image_unet(components.unet.unet, temporal=part / layout.TEMPORAL)
-    scheduler = part / layout.SCHEDULER if (part / layout.SCHEDULER).is_dir() else Path(directory) / layout.SCHEDULER
-    return VideoInterpolationPipeline(
-        unet=unet,
+    return VideoInterpolationPipeline.on_parts(
+        directory,
+        image_unet=components.unet.unet,
         autoencoder=components.autoencoder,
         text_encoder=components.text_encoder,
-        scheduler=load_scheduler(scheduler),
-        window_frames=read_interpolation_config(part).get("num_frames"),
     )
 
 
