@@ -36,7 +36,7 @@ import torch
 from benchmarks.common import RESULTS, machine_header, machine_info, markdown_table, shown_path, write_atomic
 from benchmarks.decoder_quality import HELD_OUT_SEED, held_out_shapes
 from videoldm.autoencoder.metrics import psnr
-from videoldm.diffusion.masks import interpolation_mask
+from videoldm.diffusion.masks import interpolation_mask, linear_blend
 from videoldm.evaluation.shapes_analysis import analyse_video
 from videoldm.layout import INTERPOLATION
 from videoldm.pipelines.interpolate import VideoInterpolationPipeline
@@ -57,14 +57,6 @@ def held_out_captions(num_videos: int, *, seed: int = HELD_OUT_SEED) -> list[str
     from videoldm.data.shapes import balanced_captions
 
     return balanced_captions(num_videos, seed=seed)
-
-
-def linear_blend(given: torch.Tensor, factor: int = 4) -> torch.Tensor:
-    """(B, C, T, H, W) -> (B, C, factor * (T - 1) + 1, H, W): each new frame the linear blend of its two given ones."""
-    a, b = given[:, :, :-1], given[:, :, 1:]
-    steps = [torch.lerp(a, b, k / factor) for k in range(factor)]  # (B, C, T-1, H, W) each
-    out = torch.stack(steps, dim=3).flatten(2, 3)
-    return torch.cat([out, given[:, :, -1:]], dim=2)
 
 
 def object_overlap(output: torch.Tensor, truth: torch.Tensor, frames: list[int]) -> float:
@@ -107,6 +99,7 @@ def compare(
     scales: tuple[float, ...],
     captions: list[str | None] | None = None,
     seed: int = 0,
+    strength: float = 1.0,
 ) -> list[dict]:
     """Rows (stage, method, position_error_px, missing, object_overlap, psnr_db) over videos (N, 3, T_all, H, W),
     each video's prompt from `captions` (None: the empty prompt)."""
@@ -130,6 +123,7 @@ def compare(
                     given,
                     prompt=None if captions is None else captions[i],
                     num_inference_steps=steps,
+                    strength=strength,
                     context_guidance_scale=s,
                     conditions=[None if pipe.num_conditions is None else condition],
                     generator=torch.Generator().manual_seed(seed + i),
@@ -179,6 +173,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--size", type=int, default=None, help="frame size (default: the model's)")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--context-guidance", type=float, default=2.0)
+    parser.add_argument("--strength", type=float, default=1.0, help="< 1: start from the noised blend (the pipeline's)")
     parser.add_argument("--no-prompt", action="store_true", help="the empty prompt instead of the clips' captions")
     parser.add_argument("--output", type=Path, default=RESULTS / "interpolation_quality.md")
     args = parser.parse_args(argv)
@@ -198,12 +193,14 @@ def main(argv: list[str] | None = None) -> Path:
         steps=args.steps,
         scales=(1.0, args.context_guidance),
         captions=captions,
+        strength=args.strength,
     )
     header = machine_header(info, load_before=info["load_1min"], load_after=machine_info()["load_1min"])
     text = (
         "# Interpolation vs linear blending (held-out shapes world, paper rates)\n\n"
         f"{header}\n\nModel: `{shown_path(args.model)}`. {args.num_videos} held-out videos (seed {HELD_OUT_SEED}), "
-        f"{size}x{size}, clips of {args.clip_frames} frames with every 4th given, {args.steps} steps, "
+        f"{size}x{size}, clips of {args.clip_frames} frames with every 4th given, {args.steps} steps, strength "
+        f"{args.strength:g}{' (from the noised blend)' if args.strength < 1 else ''}, "
         f"{'the empty prompt' if args.no_prompt else 'the captions as prompts'}. Scored on the "
         "new frames: the object's centroid distance to the truth's (px; frames without an object in the output are "
         "counted in `missing`, not in the error), the object's soft overlap with the truth's (1 = same object, same "

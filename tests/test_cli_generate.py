@@ -221,6 +221,8 @@ STACK_BAD_INPUT = [
     (["--num-frames", "1010"], "--num-frames must be in [2, 1009] with the stack"),
     (["--interpolation-steps", "0"], "--interpolation-steps must be >= 1"),
     (["--context-guidance", "-1"], "--context-guidance must be a number >= 0"),
+    (["--interpolation-strength", "1.5"], "--interpolation-strength must be in (0, 1]"),
+    (["--keyframes-only", "--interpolation-strength", "0.5"], "--interpolation-strength: only the stack uses it"),
     (["--keyframes-only", "--interpolation-steps", "4"], "--interpolation-steps: only the stack uses it"),
     (["--image-only", "--context-guidance", "2"], "--context-guidance: only the stack uses it"),
 ]

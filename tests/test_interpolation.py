@@ -17,6 +17,7 @@ from videoldm.diffusion.masks import (
     given_count,
     interpolated_length,
     interpolation_mask,
+    linear_blend,
     paste_frames,
     spread_frames,
 )
@@ -145,6 +146,25 @@ def test_given_frames_come_back_exactly_and_the_seed_fixes_the_rest(pipe):
     assert not torch.equal(out, run(pipe, z, generator=torch.Generator().manual_seed(1)))
     x16 = run(pipe, z, factor=16)
     assert x16.shape[2] == 33 and torch.equal(x16[:, :, ::16], z) and torch.equal(x16[:, :, ::4], run(pipe, z))
+
+
+def test_linear_blend_keeps_the_given_frames_and_blends_between():
+    given = torch.stack([torch.zeros(1, 2, 2), torch.ones(1, 2, 2)], dim=1)[None]  # (1, 1, 2, 2, 2)
+    out = linear_blend(given)
+    assert out.shape[2] == 5 and out[0, 0, :, 0, 0].tolist() == [0, 0.25, 0.5, 0.75, 1]
+
+
+def test_strength_starts_from_the_noised_blend(pipe):
+    """strength 0.02 of 50 steps: one step from the blend noised to t = 1 -- the blend, give or take that
+    step's noise; strength 1 (from pure noise) lands far from it. Given frames exact either way."""
+    z = given_latents(1, 3)
+    blend = linear_blend(z)
+    near = run(pipe, z, num_inference_steps=50, strength=0.02)
+    full = run(pipe, z, strength=1.0)
+    assert torch.equal(near[:, :, ::4], z) and torch.equal(full[:, :, ::4], z)
+    assert (near - blend).abs().max() < 0.2 < (full - blend).abs().max()
+    with pytest.raises(ValueError, match="strength must be in"):
+        run(pipe, z, strength=0)
 
 
 def test_factor_16_runs_the_coarse_condition_then_the_fine_one(pipe):

@@ -12,12 +12,6 @@ from interpolation_fixtures import save_tiny_interpolation_model
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny ops are fastest on one thread
 
 
-def test_linear_blend_keeps_the_given_frames_and_blends_between():
-    given = torch.stack([torch.zeros(1, 2, 2), torch.ones(1, 2, 2)], dim=1)[None]  # (1, 1, 2, 2, 2)
-    out = interpolation_quality.linear_blend(given)
-    assert out.shape[2] == 5 and out[0, 0, :, 0, 0].tolist() == [0, 0.25, 0.5, 0.75, 1]
-
-
 def test_object_overlap_is_one_for_the_truth_and_sees_a_ghost_the_centroid_cannot():
     def square(x0: int) -> torch.Tensor:  # (3, 1, 32, 32): a red 10 x 10 square on grey at column x0
         frame = torch.zeros(3, 1, 32, 32)

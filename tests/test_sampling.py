@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
 from conftest import tiny_unet
 from videoldm import VideoUNet
 from videoldm.diffusion import ClassifierFreeGuidance, Conditioning, NoGuidance, sample_latents
+from videoldm.diffusion.sampling import strength_start
 
 SCHEDULE = {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
 
@@ -98,3 +100,26 @@ def test_per_call_inputs_go_through_a_closure_over_the_stacked_batch() -> None:
     out = upsample(low_res)
     assert out.shape == noise.shape and batches == [n * b, n * b]
     assert (upsample(torch.zeros_like(low_res)) - out).abs().max() > 1e-4  # the low-res frames condition it
+
+
+def test_start_runs_only_the_last_timesteps_and_strength_picks_them() -> None:
+    """start = k: the same loop from timesteps[k] on (i counting from the first timestep) -- what running the
+    whole schedule does from the state it reaches before step k, for a deterministic sampler."""
+    scheduler = DDIMScheduler(**SCHEDULE, clip_sample=False, set_alpha_to_one=False)
+    scheduler.set_timesteps(4)
+    text = torch.zeros(1, 3, 8)
+    states: dict[int, torch.Tensor] = {}
+
+    def record(i: int, t: torch.Tensor, latents: torch.Tensor) -> None:
+        states[i] = latents.clone()
+
+    noise = torch.randn(1, 4, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    kwargs = {"cond": Conditioning(text=text), "guider": NoGuidance()}
+    full = sample_latents(_toy_model, scheduler, noise.clone(), callback=record, **kwargs)
+    seen: list[int] = []
+    late = sample_latents(_toy_model, scheduler, states[1], start=2, callback=lambda i, t, z: seen.append(i), **kwargs)
+    assert seen == [2, 3] and torch.allclose(late, full, atol=1e-6)
+    assert [strength_start(10, s) for s in (1.0, 0.5, 0.3, 0.01)] == [0, 5, 7, 9]
+    for bad in (0.0, 1.5, -1):
+        with pytest.raises(ValueError, match="strength must be in"):
+            strength_start(10, bad)

@@ -37,6 +37,11 @@ def generate(
     interpolation_steps: int | None = typer.Option(
         None, "--interpolation-steps", help="Denoising steps of each x4 pass of the stack (default 5)."
     ),
+    interpolation_strength: float | None = typer.Option(
+        None,
+        "--interpolation-strength",
+        help="Share of the x4 passes' steps run, from the noised blend of the key frames (default 0.5; 1: from noise).",
+    ),
     guidance: float = typer.Option(7.5, "--guidance", help="Classifier-free guidance scale (<= 1: off)."),
     context_guidance: float | None = typer.Option(
         None, "--context-guidance", help="Context guidance of the stack's x4 passes (default 1: none)."
@@ -86,6 +91,7 @@ def generate(
         stack_folder=stack_folder,
         run_stack=run_stack,
         interpolation_steps=interpolation_steps,
+        interpolation_strength=interpolation_strength,
         context_guidance=context_guidance,
     )
     fps = (STACK_FPS if stack_folder else FPS) if fps is None else fps
@@ -132,6 +138,7 @@ def generate(
             prompt,
             **common,
             interpolation_steps=interpolation_steps or _default_interpolation_steps(),
+            **({} if interpolation_strength is None else {"interpolation_strength": interpolation_strength}),
             context_guidance_scale=1.0 if context_guidance is None else context_guidance,
         ).frames
     else:
@@ -161,6 +168,7 @@ def _check_stack(
     stack_folder: bool,
     run_stack: bool,
     interpolation_steps: int | None,
+    interpolation_strength: float | None,
     context_guidance: float | None,
 ) -> int:
     """The frame count (default: the stack's 113 in a folder with interpolation/, else 16), checked against the
@@ -168,7 +176,11 @@ def _check_stack(
     from videoldm.pipelines.stack import DEFAULT_KEYFRAMES, MAX_KEYFRAMES, stack_frames
 
     if not run_stack:
-        for name, value in (("--interpolation-steps", interpolation_steps), ("--context-guidance", context_guidance)):
+        for name, value in (
+            ("--interpolation-steps", interpolation_steps),
+            ("--interpolation-strength", interpolation_strength),
+            ("--context-guidance", context_guidance),
+        ):
             if value is not None:
                 fail(
                     f"{name}: only the stack uses it, and this run has no interpolation (--keyframes-only, "
@@ -176,6 +188,8 @@ def _check_stack(
                 )
     if interpolation_steps is not None and interpolation_steps < 1:
         fail(f"--interpolation-steps must be >= 1, got {interpolation_steps}")
+    if interpolation_strength is not None and not 0 < interpolation_strength <= 1:
+        fail(f"--interpolation-strength must be in (0, 1], got {interpolation_strength}")
     if context_guidance is not None and not 0 <= context_guidance < float("inf"):
         fail(f"--context-guidance must be a number >= 0, got {context_guidance}")
     if num_frames is None:

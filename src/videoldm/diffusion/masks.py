@@ -9,7 +9,7 @@ mask turned into that tensor by `context_from_mask`:
 - prediction (section 4, a later issue): the first S frames given.
 
 `spread_frames` puts T given frames at their positions in the longer clip and `paste_frames` writes them back
-into a sampled clip, so the given frames come back exactly.
+into a sampled clip, so the given frames come back exactly; `linear_blend` fills the frames between them.
 """
 
 from __future__ import annotations
@@ -67,6 +67,16 @@ def spread_frames(given: torch.Tensor, factor: int = INTERPOLATION_FACTOR) -> to
     out = given.new_zeros((b, c, interpolated_length(t, factor), h, w))
     out[:, :, ::factor] = given
     return out
+
+
+def linear_blend(given: torch.Tensor, factor: int = INTERPOLATION_FACTOR) -> torch.Tensor:
+    """(B, C, T, h, w) -> (B, C, factor * (T - 1) + 1, h, w): the given frames at every `factor`-th position, each
+    frame between two given ones their linear blend (the baseline interpolation, and the start of
+    `VideoInterpolationPipeline(strength < 1)`)."""
+    a, b = given[:, :, :-1], given[:, :, 1:]
+    steps = [torch.lerp(a, b, k / factor) for k in range(factor)]  # (B, C, T-1, h, w) each
+    out = torch.stack(steps, dim=3).flatten(2, 3)
+    return torch.cat([out, given[:, :, -1:]], dim=2)
 
 
 def paste_frames(latents: torch.Tensor, given: torch.Tensor, factor: int = INTERPOLATION_FACTOR) -> torch.Tensor:

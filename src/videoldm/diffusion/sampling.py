@@ -44,6 +44,14 @@ def step_kwargs(scheduler: SchedulerMixin, generator: Generator) -> dict[str, An
     return {"generator": generator} if "generator" in accepts and generator is not None else {}
 
 
+def strength_start(num_inference_steps: int, strength: float) -> int:
+    """The first timestep index run for img2img `strength` in (0, 1] (diffusers' `get_timesteps`): the last
+    max(1, round(strength * num_inference_steps)) steps run; strength 1 runs them all (start 0)."""
+    if not 0 < strength <= 1:
+        raise ValueError(f"strength must be in (0, 1], got {strength!r}")
+    return num_inference_steps - max(1, round(strength * num_inference_steps))
+
+
 @torch.no_grad()
 def sample_latents(
     model: Denoiser,
@@ -55,6 +63,7 @@ def sample_latents(
     generator: Generator = None,
     callback: StepCallback | None = None,
     progress: Progress | None = None,
+    start: int = 0,
 ) -> torch.Tensor:
     """Denoise `latents` (B, C, T, h, w) over `scheduler.timesteps` -> clean latents (B, C, T, h, w).
 
@@ -76,9 +85,14 @@ def sample_latents(
 
     callback(i, t, latents) runs after step i and may return latents to continue from; `progress.update()`
     runs once per step.
+
+    start > 0 skips the first `start` timesteps: `latents` are already noised to `scheduler.timesteps[start]`
+    (diffusers' img2img `strength`); i still counts from the first timestep.
     """
     extra = step_kwargs(scheduler, generator)
-    for i, t in enumerate(scheduler.timesteps):
+    if start and hasattr(scheduler, "set_begin_index"):  # schedulers that keep a step index (Euler) begin there
+        scheduler.set_begin_index(start)
+    for i, t in enumerate(scheduler.timesteps[start:], start=start):
         model_input = scheduler.scale_model_input(latents, t)
         prediction = guided_prediction(model, guider, model_input, t, cond)
         latents = scheduler.step(prediction, t, latents, **extra).prev_sample

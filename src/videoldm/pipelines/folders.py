@@ -7,12 +7,14 @@ text_encoder/      a transformers encoder, or builtin.json naming a packaged one
 tokenizer/         its tokenizer (or the same builtin.json)
 scheduler/         the noise schedule (any diffusers scheduler config)
 temporal_decoder/  optional: temporal layers of the VAE decoder
+interpolation/     optional: the interpolation model (`interpolation_part`, `pipelines.interpolate`)
 
 The folder's parts are read into, and written from, a `VideoLDMComponents` (names from `videoldm.layout`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -117,3 +119,17 @@ def _replace_dir(tmp: Path, final: Path) -> None:
     os.replace(final, old)
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def read_interpolation_config(part: Path) -> dict[str, Any]:
+    """`interpolation/config.json` ({"num_frames": ..., "frame_strides": [...]}), or {} when absent."""
+    path = part / "config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def interpolation_part(folder: Path) -> Path:
+    """`folder / interpolation`, or a FileNotFoundError when it holds no interpolation model."""
+    part = folder / layout.INTERPOLATION
+    if not (part / layout.TEMPORAL).is_dir():
+        raise FileNotFoundError(f"{folder} has no {layout.INTERPOLATION}/{layout.TEMPORAL}/ (no interpolation model)")
+    return part

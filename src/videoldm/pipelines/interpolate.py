@@ -19,7 +19,6 @@ Folder: `unet/` (shared with the text-to-video model), `vae/` (+ `temporal_decod
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,17 +45,23 @@ from videoldm.diffusion.masks import (
     INTERPOLATION_FACTOR,
     context_from_mask,
     interpolation_mask,
+    linear_blend,
     paste_frames,
     spread_frames,
 )
-from videoldm.diffusion.sampling import Generator, sample_latents
+from videoldm.diffusion.sampling import Generator, sample_latents, strength_start
 from videoldm.diffusion.windows import Window, WindowPlan, blend_windows
 from videoldm.loading import ModelGeometry, load_scheduler, load_text_encoder
+from videoldm.pipelines.folders import interpolation_part, read_interpolation_config
 from videoldm.text import TextEncoder
 from videoldm.video_unet import VideoUNet
 
 OUTPUT_TYPES = ("pt", "np", "latent")
 FACTORS = (4, 16)
+# Each pass starts from the given frames' linear blend noised to half way: an epsilon-predicting model reads the
+# background off the context badly at high noise (x0 error 25x the blend's at t = 999, below it from t ~ 500 on:
+# docs/interpolation.md), and what does not move is exact in the blend. 1 = from pure noise (the paper).
+DEFAULT_STRENGTH = 0.5
 
 
 @dataclass
@@ -64,20 +69,6 @@ class VideoInterpolationOutput(BaseOutput):
     """frames: (B, 3, T_out, H, W) in [-1, 1] ("pt"), (B, T_out, H, W, 3) uint8 ("np") or latents ("latent")."""
 
     frames: torch.Tensor | np.ndarray
-
-
-def read_interpolation_config(part: Path) -> dict[str, Any]:
-    """`interpolation/config.json` ({"num_frames": ..., "frame_strides": [...]}), or {} when absent."""
-    path = part / "config.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def interpolation_part(folder: Path) -> Path:
-    """`folder / interpolation`, or a FileNotFoundError when it holds no interpolation model."""
-    part = folder / layout.INTERPOLATION
-    if not (part / layout.TEMPORAL).is_dir():
-        raise FileNotFoundError(f"{folder} has no {layout.INTERPOLATION}/{layout.TEMPORAL}/ (no interpolation model)")
-    return part
 
 
 class VideoInterpolationPipeline:
@@ -278,12 +269,15 @@ class VideoInterpolationPipeline:
         guider: Guider,
         condition: int | None,
         num_inference_steps: int,
+        strength: float = 1.0,
         generator: Generator = None,
         window_frames: int | None = None,
         window_overlap: int = 1,
         progress: Any = None,
     ) -> torch.Tensor:
-        """One x4 pass: given latents (B, c, T, h, w) -> (B, c, 4T - 3, h, w) whose every 4th frame is `given`."""
+        """One x4 pass: given latents (B, c, T, h, w) -> (B, c, 4T - 3, h, w) whose every 4th frame is `given`.
+        strength < 1 starts from the linear blend of the given latents noised to the level of step
+        `round((1 - strength) * num_inference_steps)` and runs the steps left (`strength_start`)."""
         b, c, t, h, w = given.shape
         given = given.to(self.device, torch.float32)
         mask = interpolation_mask(t)
@@ -293,7 +287,11 @@ class VideoInterpolationPipeline:
         timesteps = self.scheduler.timesteps
         noise = randn_tensor((b, c, t_out, h, w), generator=generator, device=torch.device("cpu"), dtype=torch.float32)
         noise = noise.to(self.device)
-        latents = noise * self.scheduler.init_noise_sigma
+        start = strength_start(num_inference_steps, strength)
+        if start:  # the blend holds what does not move (the background) exactly; the steps left redraw the rest
+            latents = self.scheduler.add_noise(linear_blend(given), noise, timesteps[start].expand(b))
+        else:
+            latents = noise * self.scheduler.init_noise_sigma
         given_noise = noise[:, :, ::INTERPOLATION_FACTOR]
 
         def hold_given(i: int, _t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -302,7 +300,7 @@ class VideoInterpolationPipeline:
                 return paste_frames(z, given)
             return paste_frames(z, self.scheduler.add_noise(given, given_noise, timesteps[i + 1].expand(b)))
 
-        latents = paste_frames(latents, self.scheduler.add_noise(given, given_noise, timesteps[0].expand(b)))
+        latents = paste_frames(latents, self.scheduler.add_noise(given, given_noise, timesteps[start].expand(b)))
         plan = WindowPlan.of(t_out, h, w, chunk_size=window_frames, chunk_overlap=window_overlap)
         labels = None if condition is None else torch.full((b,), condition, dtype=torch.long, device=self.device)
         model = functools.partial(self._denoise, condition=labels, plan=plan)
@@ -315,6 +313,7 @@ class VideoInterpolationPipeline:
             generator=generator,
             callback=hold_given,
             progress=progress,
+            start=start,
         )
         return paste_frames(latents, given)  # exact, whatever the scheduler's last step did
 
@@ -328,6 +327,7 @@ class VideoInterpolationPipeline:
         factor: int = 4,
         prompt: str | list[str] | None = None,
         num_inference_steps: int = 25,
+        strength: float = DEFAULT_STRENGTH,
         context_guidance_scale: float = 1.0,
         guidance_scale: float = 1.0,
         generator: Generator = None,
@@ -344,6 +344,8 @@ class VideoInterpolationPipeline:
             video: (B, 3, T, H, W) in [-1, 1], encoded with the folder's autoencoder; or `latents` (B, c, T, h, w).
             factor: 4 -> 4T - 3 frames (one pass: key-frame spacing in), 16 -> 16T - 15 (two passes).
             prompt: the caption (text guidance with guidance_scale > 1); None: the empty prompt, no text guidance.
+            strength: the share of the `num_inference_steps` steps run; < 1 starts each pass from the linear blend
+                of the given frames noised to that step's level (diffusers' img2img `strength`); 1 = from noise.
             context_guidance_scale: s of f(z) + s * (f(z; c) - f(z)); 1 = no context guidance (one branch).
             generator: seeds the noise of every pass: same seed, same video.
             window_frames: output frames per window, 4k + 1 (default -1: the clip length the model was trained on;
@@ -367,6 +369,7 @@ class VideoInterpolationPipeline:
             conditions=conditions,
             output_type=output_type,
         )
+        steps = num_inference_steps - strength_start(num_inference_steps, strength)  # a bad strength fails here
         z = latents if latents is not None else self.autoencoder.encode(video.to(self.device))
         text_guidance = prompt is not None and guidance_scale > 1
         guider = self.guider(
@@ -376,13 +379,14 @@ class VideoInterpolationPipeline:
         passes = list(conditions) if conditions is not None else self.conditions_for(factor)
         for i, condition in enumerate(passes):
             desc = f"interpolating x4 ({i + 1}/{len(passes)})"
-            with tqdm(total=num_inference_steps, **{"desc": desc, **self._progress_bar_config}) as bar:
+            with tqdm(total=steps, **{"desc": desc, **self._progress_bar_config}) as bar:
                 z = self.interpolate_latents(
                     z,
                     cond=cond,
                     guider=guider,
                     condition=condition,
                     num_inference_steps=num_inference_steps,
+                    strength=strength,
                     generator=generator,
                     window_frames=window_frames,
                     window_overlap=window_overlap,

@@ -30,7 +30,7 @@ from videoldm.diffusion.sampling import Generator
 from videoldm.loading import ModelGeometry
 from videoldm.pipelines import folders
 from videoldm.pipelines.components import VideoLDMComponents
-from videoldm.pipelines.interpolate import VideoInterpolationPipeline
+from videoldm.pipelines.interpolate import DEFAULT_STRENGTH, VideoInterpolationPipeline
 from videoldm.pipelines.pipeline_videoldm import OUTPUT_TYPES, VideoLDMPipeline
 
 FACTOR = INTERPOLATION_FACTOR**2  # two x4 passes: key frames 16 output frames apart
@@ -134,6 +134,7 @@ class VideoLDMStackPipeline:
         width: int | None = None,
         num_inference_steps: int = 25,
         interpolation_steps: int = DEFAULT_INTERPOLATION_STEPS,
+        interpolation_strength: float = DEFAULT_STRENGTH,
         guidance_scale: float = 7.5,
         negative_prompt: str | list[str] | None = None,
         context_guidance_scale: float = 1.0,
@@ -153,6 +154,8 @@ class VideoLDMStackPipeline:
                 sampled, 16K - 15 frames interpolated and the first N decoded.
             num_inference_steps, guidance_scale, negative_prompt: the key frames' (as in `VideoLDMPipeline`).
             interpolation_steps: denoising steps of each x4 pass.
+            interpolation_strength: the share of them run, from the noised blend of the given frames
+                (`VideoInterpolationPipeline`'s `strength`; 1: from pure noise).
             context_guidance_scale: s of the interpolation passes' context guidance (1: none, one branch).
             interpolation_guidance_scale: text guidance in the interpolation passes (<= 1: off, the default).
             generator: seeds the key frames' noise, then each pass's: same seed, same video.
@@ -164,6 +167,8 @@ class VideoLDMStackPipeline:
         num_keyframes = keyframes_for(num_frames)
         if not isinstance(interpolation_steps, int) or interpolation_steps < 1:
             raise ValueError(f"interpolation_steps must be an integer >= 1, got {interpolation_steps!r}")
+        if not 0 < interpolation_strength <= 1:
+            raise ValueError(f"interpolation_strength must be in (0, 1], got {interpolation_strength!r}")
         if output_type not in OUTPUT_TYPES:  # checked before any sampling
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
         for name, scale in (
@@ -190,6 +195,7 @@ class VideoLDMStackPipeline:
             factor=FACTOR,
             prompt=[p for p in prompts for _ in range(num_videos_per_prompt)],  # the key frames' order
             num_inference_steps=interpolation_steps,
+            strength=interpolation_strength,
             context_guidance_scale=context_guidance_scale,
             guidance_scale=interpolation_guidance_scale,
             generator=generator,
