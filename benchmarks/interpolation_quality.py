@@ -39,7 +39,8 @@ from videoldm.autoencoder.metrics import psnr
 from videoldm.diffusion.masks import interpolation_mask, linear_blend
 from videoldm.evaluation.shapes_analysis import analyse_video
 from videoldm.layout import INTERPOLATION
-from videoldm.pipelines.interpolate import VideoInterpolationPipeline
+from videoldm.pipelines.interpolate import DEFAULT_STRENGTH, VideoInterpolationPipeline
+from videoldm.pipelines.stack import DEFAULT_INTERPOLATION_STEPS
 
 COLUMNS = ["stage", "method", "position_error_px", "missing", "object_overlap", "psnr_db"]
 STAGES = {"keys x4": (1, 4), "x4 -> full": (0, 1)}  # name: (condition, spacing of the clip's frames)
@@ -109,7 +110,7 @@ def compare(
     for stage, (condition, spacing) in STAGES.items():
         if pipe.num_conditions is not None and condition >= pipe.num_conditions:
             continue
-        methods = ["autoencoder", "blend", *(f"model s={s:g}" for s in scales)]
+        methods = ["autoencoder", "blend", "latent blend", *(f"model s={s:g}" for s in scales)]
         scores: dict[str, dict[str, list]] = {m: {"errors": [], "missing": [], "iou": [], "psnr": []} for m in methods}
         span = (clip_frames - 1) * spacing + 1
         for i, video in enumerate(videos):
@@ -117,7 +118,15 @@ def compare(
             truth = video[:, start : start + span : spacing][None]
             given = truth[:, :, mask]
             reconstructed = pipe.autoencoder.decode(pipe.autoencoder.encode(truth.to(pipe.device, pipe.dtype)))
-            outputs = {"autoencoder": reconstructed.float().clamp(-1, 1).cpu(), "blend": linear_blend(given)}
+            # the blend of the given frames' latents, decoded: what the model's pass starts from at strength < 1
+            latent_blend = pipe.autoencoder.decode(
+                linear_blend(pipe.autoencoder.encode(given.to(pipe.device, pipe.dtype)))
+            )
+            outputs = {
+                "autoencoder": reconstructed.float().clamp(-1, 1).cpu(),
+                "blend": linear_blend(given),
+                "latent blend": latent_blend.float().clamp(-1, 1).cpu(),
+            }
             for s in scales:
                 outputs[f"model s={s:g}"] = pipe(
                     given,
@@ -171,9 +180,9 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--num-videos", type=int, default=16)
     parser.add_argument("--clip-frames", type=int, default=9, help="output frames per clip, 4k+1")
     parser.add_argument("--size", type=int, default=None, help="frame size (default: the model's)")
-    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--steps", type=int, default=DEFAULT_INTERPOLATION_STEPS, help="per pass (the stack's)")
     parser.add_argument("--context-guidance", type=float, default=2.0)
-    parser.add_argument("--strength", type=float, default=1.0, help="< 1: start from the noised blend (the pipeline's)")
+    parser.add_argument("--strength", type=float, default=DEFAULT_STRENGTH, help="1: from pure noise (the paper)")
     parser.add_argument("--no-prompt", action="store_true", help="the empty prompt instead of the clips' captions")
     parser.add_argument("--output", type=Path, default=RESULTS / "interpolation_quality.md")
     args = parser.parse_args(argv)
@@ -203,7 +212,8 @@ def main(argv: list[str] | None = None) -> Path:
         f"{args.strength:g}{' (from the noised blend)' if args.strength < 1 else ''}, "
         f"{'the empty prompt' if args.no_prompt else 'the captions as prompts'}. Scored on the "
         "new frames: the object's centroid distance to the truth's (px; frames without an object in the output are "
-        "counted in `missing`, not in the error), the object's soft overlap with the truth's (1 = same object, same "
+        "counted in `missing`, not in the error), `latent blend` the given frames' latents blended and decoded (the "
+        "start of a pass at strength < 1), the object's soft overlap with the truth's (1 = same object, same "
         "place; a blend's half-strength ghost scores less) and PSNR (dB).\n\n"
         f"{markdown_table(rows, COLUMNS, floats='.3f')}\n\n"
         + "\n".join(verdicts(rows))

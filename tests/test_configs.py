@@ -21,6 +21,7 @@ SHIPPED = [
     "tiny-shapes/decoder-textured",
     "tiny-shapes/image",
     "tiny-shapes/interpolation",
+    "tiny-shapes/interpolation-continue",
     "tiny-shapes/keyframes",
     "tiny-shapes/temporal",
     "tiny-shapes/temporal-continue",

@@ -32,6 +32,6 @@ def test_benchmark_scores_both_stages_and_writes_its_report(tmp_path):
     interpolation_quality.main([*args, "--output", str(out)])
     text = out.read_text()
     for stage in interpolation_quality.STAGES:
-        for method in ("autoencoder", "blend", "model s=1", "model s=2"):
+        for method in ("autoencoder", "blend", "latent blend", "model s=1", "model s=2"):
             assert f"| {stage} | {method} |" in text
     assert "x the blend's" in text and "object overlap" in text and "the captions as prompts" in text

@@ -40,7 +40,7 @@ def generate(
     interpolation_strength: float | None = typer.Option(
         None,
         "--interpolation-strength",
-        help="Share of the x4 passes' steps run, from the noised blend of the key frames (default 0.5; 1: from noise).",
+        help="Share of the x4 passes' steps run, from the noised blend of the key frames (default 0.4; 1: from noise).",
     ),
     guidance: float = typer.Option(7.5, "--guidance", help="Classifier-free guidance scale (<= 1: off)."),
     context_guidance: float | None = typer.Option(

@@ -32,7 +32,7 @@ def interpolate(
     steps: Annotated[int, typer.Option("--steps", help="Denoising steps per x4 pass.")] = 25,
     strength: Annotated[
         float | None,
-        typer.Option("--strength", help="Share of the steps run, from the noised blend (default 0.5; 1: from noise)."),
+        typer.Option("--strength", help="Share of the steps run, from the noised blend (default 0.4; 1: from noise)."),
     ] = None,
     prompt: Annotated[
         str | None, typer.Option("--prompt", help="The video's caption (default: none, the empty prompt).")
