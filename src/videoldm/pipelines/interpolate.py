@@ -58,10 +58,8 @@ from videoldm.video_unet import VideoUNet
 
 OUTPUT_TYPES = ("pt", "np", "latent")
 FACTORS = (4, 16)
-# Each pass starts from the given frames' linear blend, noised: an epsilon-predicting model reads the background
-# off the context badly at high noise (x0 error 25x the blend's at t = 999, below it from t ~ 500 on), and what
-# does not move is exact in the blend. 0.4 (2 of the stack's 5 steps, from t = 201) measured best of 0.2-0.8:
-# docs/interpolation.md. 1 = from pure noise (the paper).
+# Each pass starts from the given frames' latent blend, noised: at high noise an epsilon model's x0 is worse than
+# the blend (the background came out redrawn). 0.4 measured best of 0.2-0.8 (docs/interpolation.md); 1 = the paper.
 DEFAULT_STRENGTH = 0.4
 
 
