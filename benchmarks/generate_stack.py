@@ -32,6 +32,7 @@ from typer.main import get_command
 
 from benchmarks.common import RESULTS, load_average, machine_header, machine_info, markdown_table, write_atomic
 from benchmarks.generate_e2e import PROMPT, TARGET_CPUS, TARGET_SECONDS, stage_timer, time_cli
+from videoldm.assets import shipped_model_dir
 from videoldm.cli import app
 
 QUIET_KEYFRAMES_WALL_S = 16.9  # generate_e2e.md: `videoldm generate PROMPT` (16 frames, 25 steps) on an idle CPU
@@ -146,8 +147,6 @@ def main(argv: list[str] | None = None) -> Path | None:
     parser.add_argument("--out", type=Path, default=RESULTS, help="Results folder.")
     args = parser.parse_args(argv)
     info, load_before = machine_info(), load_average()
-    from videoldm.assets import shipped_model_dir
-
     model = args.model or shipped_model_dir()
     model_note = f"Model: `{args.model}`." if args.model else "Model: the shipped folder (`videoldm generate PROMPT`)."
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:

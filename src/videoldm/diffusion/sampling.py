@@ -44,11 +44,12 @@ def step_kwargs(scheduler: SchedulerMixin, generator: Generator) -> dict[str, An
     return {"generator": generator} if "generator" in accepts and generator is not None else {}
 
 
-def strength_start(num_inference_steps: int, strength: float) -> int:
+def strength_start(num_inference_steps: int, strength: float, *, name: str = "strength") -> int:
     """The first timestep index run for img2img `strength` in (0, 1] (diffusers' `get_timesteps`): the last
-    max(1, round(strength * num_inference_steps)) steps run; strength 1 runs them all (start 0)."""
+    max(1, round(strength * num_inference_steps)) steps run; strength 1 runs them all (start 0). A ValueError
+    naming the argument `name` otherwise."""
     if not 0 < strength <= 1:
-        raise ValueError(f"strength must be in (0, 1], got {strength!r}")
+        raise ValueError(f"{name} must be in (0, 1], got {strength!r}")
     return num_inference_steps - max(1, round(strength * num_inference_steps))
 
 

@@ -268,15 +268,15 @@ class VideoInterpolationPipeline:
         guider: Guider,
         condition: int | None,
         num_inference_steps: int,
-        strength: float = 1.0,
+        strength: float = DEFAULT_STRENGTH,
         generator: Generator = None,
         window_frames: int | None = None,
         window_overlap: int = 1,
         progress: Any = None,
     ) -> torch.Tensor:
         """One x4 pass: given latents (B, c, T, h, w) -> (B, c, 4T - 3, h, w) whose every 4th frame is `given`.
-        strength < 1 starts from the linear blend of the given latents noised to the level of step
-        `round((1 - strength) * num_inference_steps)` and runs the steps left (`strength_start`)."""
+        strength < 1 starts from the linear blend of the given latents noised to the level of
+        `timesteps[strength_start(num_inference_steps, strength)]` and runs the steps from there."""
         b, c, t, h, w = given.shape
         given = given.to(self.device, torch.float32)
         mask = interpolation_mask(t)

@@ -26,7 +26,7 @@ import torch
 from diffusers.utils import BaseOutput
 
 from videoldm.diffusion.masks import INTERPOLATION_FACTOR
-from videoldm.diffusion.sampling import Generator
+from videoldm.diffusion.sampling import Generator, strength_start
 from videoldm.loading import ModelGeometry
 from videoldm.pipelines import folders
 from videoldm.pipelines.components import VideoLDMComponents
@@ -167,8 +167,7 @@ class VideoLDMStackPipeline:
         num_keyframes = keyframes_for(num_frames)
         if not isinstance(interpolation_steps, int) or interpolation_steps < 1:
             raise ValueError(f"interpolation_steps must be an integer >= 1, got {interpolation_steps!r}")
-        if not 0 < interpolation_strength <= 1:
-            raise ValueError(f"interpolation_strength must be in (0, 1], got {interpolation_strength!r}")
+        strength_start(interpolation_steps, interpolation_strength, name="interpolation_strength")
         if output_type not in OUTPUT_TYPES:  # checked before any sampling
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
         for name, scale in (
