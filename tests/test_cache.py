@@ -169,20 +169,29 @@ class FakeStage:
     needs_text = False
     needs_latents = True
 
-    def __init__(self, vae_dir: Path, *, may_encode: bool) -> None:
+    def __init__(self, vae_dir: Path, data: DataConfig, *, may_encode: bool) -> None:
         self._vae_dir = vae_dir
+        self.data = data
         self.vae = AutoencoderKL.from_pretrained(vae_dir) if may_encode else None
 
     def vae_dir(self) -> Path:
         return self._vae_dir
 
+    def data_key(self) -> str:
+        return data_key(self.data)
+
+    def load_pixels(self) -> tuple[list[str], torch.Tensor]:
+        return load_videos(self.data)
+
 
 def test_continuing_from_an_fp32_export_reuses_the_latents(tmp_path, shapes, vae_copies):
     data = DataConfig(videos=shapes, size=24, num_frames=4, frame_stride=2, cache_frames=12, cache_dir=tmp_path)
     config = RunConfig(stage="temporal", output_dir=tmp_path / "run", data=data)
-    first = prepare_cache(FakeStage(vae_copies["fp16"], may_encode=True), config, is_main=True, wait=lambda: None)
+    first = prepare_cache(FakeStage(vae_copies["fp16"], data, may_encode=True), config, is_main=True, wait=lambda: None)
     assert first.frame_stride == 2 and first.latents is not None and first.latents.shape[:3] == (3, 4, 12)
     # No VAE to encode with: the fp32 copy must find the fp16 copy's latents (else `None.encode` fails).
-    again = prepare_cache(FakeStage(vae_copies["fp32"], may_encode=False), config, is_main=True, wait=lambda: None)
+    again = prepare_cache(
+        FakeStage(vae_copies["fp32"], data, may_encode=False), config, is_main=True, wait=lambda: None
+    )
     assert torch.equal(again.latents, first.latents)
     assert len(list(tmp_path.glob("latents-*.safetensors"))) == 1

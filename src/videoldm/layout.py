@@ -25,6 +25,8 @@ LOW_RES_SCHEDULER = "low_res_scheduler"
 # task condition on the folder's unet/, which it shares), interpolation/scheduler/, interpolation/config.json.
 INTERPOLATION = "interpolation"
 OPTIONAL_PARTS: tuple[str, ...] = (TEMPORAL_DECODER, UPSAMPLER, INTERPOLATION)
+# A personalised folder (the dreambooth stage's export) says what it learned: {"instance_prompt": ..., ...}.
+PERSONALISATION = "personalisation.json"
 
 # Inside each part: diffusers' file names, shared by the backbones and the temporal adapters.
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"

@@ -12,19 +12,22 @@ from typing import Any
 
 import numpy as np
 
-from videoldm.data.common import SkipItem, SkippingDataset, parse_size, read_captions, resize_center_crop
+from videoldm.data.common import CaptionRow, SkipItem, SkippingDataset, parse_size, read_captions, resize_center_crop
 from videoldm.io import IMAGE_EXTENSIONS, read_image
 
 
 class ImageFolderDataset(SkippingDataset):
     """Images (png, jpg, ...) under `root` with a captions table: CSV or JSONL with `path,caption` (or
-    `file_name,text`, or WebVid-style `videoid,name` with `{videoid}.png` etc.)."""
+    `file_name,text`, or WebVid-style `videoid,name` with `{videoid}.png` etc.). Or, with `caption` instead of
+    `captions`, every image file directly in `root` (sorted by name) with that one caption: the pictures of one
+    concept that the dreambooth stage learns."""
 
     def __init__(
         self,
         root: str | Path,
         *,
-        captions: str | Path,
+        captions: str | Path | None = None,
+        caption: str | None = None,
         size: int | Sequence[int],
         random_flip: bool = False,
         seed: int = 0,
@@ -33,7 +36,15 @@ class ImageFolderDataset(SkippingDataset):
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"image folder {self.root} does not exist")
-        self.rows = read_captions(captions, extensions=IMAGE_EXTENSIONS)
+        if (captions is None) == (caption is None):
+            raise ValueError("give a captions table (captions=) or one caption for every image (caption=), not both")
+        if captions is not None:
+            self.rows = read_captions(captions, extensions=IMAGE_EXTENSIONS)
+        else:
+            files = sorted(f.name for f in self.root.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+            if not files:
+                raise FileNotFoundError(f"image folder {self.root} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+            self.rows = [CaptionRow((name,), caption) for name in files]
         self.size = parse_size(size)
         self.random_flip = random_flip
 

@@ -29,20 +29,21 @@ SQUARE_FILL = 0.9  # fill ratio at or above this: a square (1.0), else a circle 
 STATIC_SPEED = 0.25  # px per frame: slower fitted motion is "static"
 
 
-def _hue(rgb: np.ndarray) -> np.ndarray:
+def hue_degrees(rgb: np.ndarray) -> np.ndarray:
     """(..., 3) RGB in [0, 1] -> hue in degrees [0, 360) (the hexagonal hue, as a smooth angle)."""
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     return np.degrees(np.arctan2(math.sqrt(3) * (g - b), 2 * r - g - b)) % 360
 
 
-REFERENCE_HUES: dict[str, float] = {name: float(_hue(np.array(rgb) / 255)) for name, rgb in COLOURS.items()}
+REFERENCE_HUES: dict[str, float] = {name: float(hue_degrees(np.array(rgb) / 255)) for name, rgb in COLOURS.items()}
 
 
 @dataclass(frozen=True)
 class FrameAnalysis:
     """The object found in one frame: colour and shape names, centroid (x, y) in pixels (pixel i covers
     [i, i + 1)), area in pixels (soft: edge pixels count by coverage), fill ratio, skewness of the mass (the
-    larger of x and y), hue in degrees."""
+    larger of x and y), hue in degrees, and solidity: the share of its convex hull the object covers (~1 for the
+    world's convex shapes; a five-pointed star, the dreambooth demo's new shape, ~0.5-0.7)."""
 
     colour: str
     shape: str
@@ -51,6 +52,7 @@ class FrameAnalysis:
     fill: float
     skew: float
     hue: float
+    solidity: float = math.nan
 
 
 @dataclass
@@ -147,6 +149,20 @@ def _shape(cover: np.ndarray, area: float, xs: np.ndarray, ys: np.ndarray) -> tu
     return ("square" if fill >= SQUARE_FILL else "circle"), fill, skew
 
 
+def _solidity(cover: np.ndarray) -> float:
+    """Soft coverage (H, W) -> covered area / area of the convex hull of the pixels at least half covered (each
+    pixel a unit square: the hull of their corners)."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    ys, xs = np.nonzero(cover >= 0.5)
+    corners = np.concatenate([np.stack([xs + dx, ys + dy], 1) for dx in (0, 1) for dy in (0, 1)]).astype(np.float64)
+    try:
+        hull = ConvexHull(corners).volume  # in 2-D, `volume` is the area
+    except (QhullError, ValueError):  # fewer than 3 distinct corners
+        return math.nan
+    return float(min(1.0, cover.sum() / hull))
+
+
 def _analyse(rgb: np.ndarray) -> list[FrameAnalysis | None]:
     """(T, H, W, 3) RGB in [0, 1] -> the object in each frame, or None where there is no big enough blob."""
     saturation = rgb.max(-1) - rgb.min(-1)  # linear in coverage: grey + c * (object - grey) has c * sat(object)
@@ -170,11 +186,12 @@ def _analyse(rgb: np.ndarray) -> list[FrameAnalysis | None]:
             continue
         shape, fill, skew = _shape(cover, area, xs, ys)
         # Circular mean of the hue over the blob, weighted by saturation.
-        angles = np.radians(_hue(frame[blob]))
+        angles = np.radians(hue_degrees(frame[blob]))
         weights = sat[blob]
         hue = float(np.degrees(np.arctan2((weights * np.sin(angles)).sum(), (weights * np.cos(angles)).sum())) % 360)
         centroid = (float((cover * xs).sum()) / area, float((cover * ys).sum()) / area)
-        results.append(FrameAnalysis(_nearest_colour(hue), shape, centroid, area, fill, skew, hue))
+        solidity = _solidity(cover)
+        results.append(FrameAnalysis(_nearest_colour(hue), shape, centroid, area, fill, skew, hue, solidity))
     return results
 
 

@@ -182,7 +182,7 @@ def prepare_cache(stage, config: RunConfig, *, is_main: bool, wait: Callable[[],
     pixels + text cache built on one machine can travel to another that lacks the text encoder.
     """
     root = config.data.cache_dir or config.output_dir / "cache"
-    dkey = data_key(config.data)
+    dkey = stage.data_key()
     files = {"pixels": root / f"pixels-{dkey}.safetensors"}
     if stage.needs_text:
         text_key = cache_key(dkey, stage.text_encoder_id(), config.model.text_max_length)
@@ -206,7 +206,7 @@ def prepare_cache(stage, config: RunConfig, *, is_main: bool, wait: Callable[[],
 
 def _build_missing(stage, config: RunConfig, files: dict[str, Path]) -> None:
     if not files["pixels"].is_file():
-        captions, pixels = load_videos(config.data)
+        captions, pixels = stage.load_pixels()
         save_tensors(files["pixels"], {"pixels": pixels}, {"captions": json.dumps(captions)})
     loaded, meta = load_tensors(files["pixels"])
     captions = json.loads(meta["captions"])

@@ -34,9 +34,17 @@ class DataConfig:
     folder: the first `cache_frames` source frames of every video, at the full frame rate. A training clip is
     `num_frames` frames taken every `frame_stride` source frames from any start in the cache, so it spans
     `clip_span` source frames and `cache_frames` must be at least that (8 key frames every 16th frame: 113).
+
+    The dreambooth stage trains on `images` instead (a folder of 3-10 pictures of one new concept, captioned
+    `instance_prompt`), with `num_class_images` pictures of `class_prompt` sampled once from the frozen base model
+    for prior preservation (no `class_prompt`: none).
     """
 
     videos: Path | None = None
+    images: Path | None = None  # dreambooth stage: pictures of the new concept
+    instance_prompt: str | None = None  # dreambooth: the caption of every picture, e.g. "a sks star"
+    class_prompt: str | None = None  # dreambooth: the concept's class, e.g. "a star" (None: no prior preservation)
+    num_class_images: int = 50
     shards: Path | None = None  # latent shards (diffusion stages); `size` must be the shards' frame size
     captions: Path | None = None  # default: videos/captions.csv
     size: int = 64
@@ -117,6 +125,8 @@ class TrainConfig:
     # Interpolation stage: share of clips trained with an all-zero context (no given frames), so that the model
     # also predicts without the context -- the unconditional branch of context guidance (PAPER.md section 4).
     context_dropout: float = 0.0
+    # Dreambooth stage: the weight of the prior-preservation loss (the class half of each batch).
+    prior_loss_weight: float = 1.0
     # Diffusion stages. "epsilon": the plain eps-MSE of the image LDM. "edm": each sample's loss in x0 terms
     # weighted by (1 + SNR) -- EDM's weighting with sigma_data = 1, as in SVD, equal to the v-objective -- which
     # for an eps model is eps-MSE / alpha_bar(t). The plain eps-MSE weights x0 errors by SNR, which all but
@@ -175,6 +185,12 @@ def _check(config: RunConfig) -> None:
 
 
 def _check_source(data: DataConfig) -> None:
+    if data.images is not None:
+        if data.videos is not None or data.shards is not None:
+            raise ConfigError("data.images: give data.images (dreambooth) or data.videos / data.shards, not both")
+        if not data.images.is_dir():
+            raise ConfigError(f"data.images: folder {data.images} does not exist")
+        return
     if data.videos is not None and data.shards is not None:
         raise ConfigError(
             f"data.videos and data.shards: give one, not both (videos {data.videos} are decoded into a cache; "
@@ -187,7 +203,10 @@ def _check_source(data: DataConfig) -> None:
             )
         return
     if data.videos is None:
-        raise ConfigError("data.videos: missing required key (a video folder; or data.shards: a shard folder)")
+        raise ConfigError(
+            "data.videos: missing required key (a video folder; or data.shards: a shard folder; or, for stage "
+            "'dreambooth', data.images: a picture folder)"
+        )
     if not data.videos.is_dir():
         raise ConfigError(f"data.videos: folder {data.videos} does not exist")
     captions = data.captions or data.videos / "captions.csv"
@@ -199,7 +218,7 @@ def _check_data(data: DataConfig) -> None:
     for key in ("num_frames", "cache_frames", "frame_stride"):
         if getattr(data, key) < 1:
             raise ConfigError(f"data.{key}: must be >= 1, got {getattr(data, key)}")
-    if data.shards is None and data.clip_span > data.cache_frames:  # shards: checked against their frames
+    if data.videos is not None and data.clip_span > data.cache_frames:  # shards: checked against their frames
         raise ConfigError(
             f"data.cache_frames ({data.cache_frames}) counts source frames, and a clip of data.num_frames "
             f"({data.num_frames}) frames every data.frame_stride ({data.frame_stride}) source frames spans "

@@ -14,6 +14,7 @@ from videoldm.training.stages.autoencoder import AutoencoderStage
 from videoldm.training.stages.base import Stage
 from videoldm.training.stages.decoder import DecoderStage
 from videoldm.training.stages.diffusion import DiffusionLoss, DiffusionStage, noise_scheduler_config
+from videoldm.training.stages.dreambooth import DreamBoothStage
 from videoldm.training.stages.image import ImageStage
 from videoldm.training.stages.interpolation import InterpolationStage
 from videoldm.training.stages.temporal import TemporalStage
@@ -26,6 +27,7 @@ STAGES: dict[str, type[Stage]] = {
     "decoder": DecoderStage,
     "upsampler": UpsamplerStage,
     "interpolation": InterpolationStage,
+    "dreambooth": DreamBoothStage,
 }
 
 
@@ -37,6 +39,11 @@ def stage_class(config: RunConfig) -> type[Stage]:
     # Keys only some stages read: elsewhere they would be silently ignored.
     if config.train.probe_every and not issubclass(cls, DiffusionStage):
         raise ConfigError(f"train.probe_every: the direction probe samples videos; stage {config.stage!r} does not")
+    if config.data.images is not None and cls is not DreamBoothStage:
+        raise ConfigError(
+            f"data.images: pictures of one concept, used by stage 'dreambooth'; stage {config.stage!r} trains on "
+            "videos: give it data.videos"
+        )
     if config.data.shards is not None and not issubclass(cls, DiffusionStage):
         raise ConfigError(
             f"data.shards: shards hold latents and caption embeddings; stage {config.stage!r} trains on pixels: "

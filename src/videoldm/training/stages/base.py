@@ -17,7 +17,7 @@ from torch import nn
 from videoldm import layout
 from videoldm.loading import load_text_encoder, read_builtin_marker
 from videoldm.text import TextEncoder
-from videoldm.training.cache import VideoCache
+from videoldm.training.cache import VideoCache, data_key, load_videos
 from videoldm.training.config import ConfigError, RunConfig
 
 BUILTIN_PREFIX = "builtin:"
@@ -36,6 +36,8 @@ class Stage:
       sets `adversary` to it; the trainer then gives it its own optimiser and checkpoint entries and, after
       each generator pass, minimises `adversary_loss` (None: no adversary update this step).
     - `export(directory, cache)`: a complete model folder.
+    - `load_pixels()` / `data_key()`: what the cache's pixels are and what they depend on (base: the videos of
+      `data.videos`; the dreambooth stage: its pictures and the class images it samples).
     `needs_latents` / `needs_text` say what the cache must hold.
     """
 
@@ -70,6 +72,14 @@ class Stage:
     def export(self, directory: Path, cache: VideoCache) -> None:
         """Write a complete model folder for this stage's result (the trained part plus what it builds on)."""
         raise NotImplementedError
+
+    def load_pixels(self) -> tuple[list[str], torch.Tensor]:
+        """The training data as captions and uint8 pixels (N, 3, T, H, W), decoded once into the cache."""
+        return load_videos(self.config.data)
+
+    def data_key(self) -> str:
+        """What `load_pixels` depends on (keys the cache files)."""
+        return data_key(self.config.data)
 
     # shared helpers -------------------------------------------------------------------------------
     @staticmethod

@@ -64,21 +64,44 @@ class DiffusionLoss(nn.Module):
     ) -> torch.Tensor:
         """`loss_mask` (B, T): only the frames where it is 1 count (each clip's loss is the mean over them): the
         new frames of an interpolation clip. Other keyword arguments go to the model."""
+        if loss_mask is None and not self._edm_weighted:
+            return F.mse_loss(*self._prediction_and_target(latents, text, noise, timesteps, **kwargs))
+        return self.per_sample(latents, text, noise, timesteps, loss_mask, **kwargs).mean()
+
+    def per_sample(
+        self,
+        latents: torch.Tensor,
+        text: torch.Tensor,
+        noise: torch.Tensor,
+        timesteps: torch.Tensor,
+        loss_mask: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        """Each sample's (weighted) loss, (B,): what `forward` averages; a caller that weights parts of the
+        batch differently (the dreambooth stage's prior preservation) averages it itself."""
+        pred, target = self._prediction_and_target(latents, text, noise, timesteps, **kwargs)
+        per_sample = _masked_mean((pred - target).pow(2), loss_mask)
+        if not self._edm_weighted:
+            return per_sample
+        alpha_bar = self.scheduler.alphas_cumprod.to(per_sample.device)[timesteps]
+        return per_sample / alpha_bar
+
+    @property
+    def _edm_weighted(self) -> bool:
+        # A v model's plain MSE is already the EDM weighting.
+        return self.weighting == "edm" and self.scheduler.config.prediction_type != "v_prediction"
+
+    def _prediction_and_target(
+        self, latents: torch.Tensor, text: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's prediction on the noised latents and its target, both float32."""
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
         pred = self.model(noisy, timesteps, encoder_hidden_states=text, **kwargs).sample
         if self.scheduler.config.prediction_type == "v_prediction":
             target = self.scheduler.get_velocity(latents, noise, timesteps)
         else:
             target = noise
-        if loss_mask is None and (
-            self.weighting == "epsilon" or self.scheduler.config.prediction_type == "v_prediction"
-        ):
-            return F.mse_loss(pred.float(), target.float())
-        per_sample = _masked_mean((pred.float() - target.float()).pow(2), loss_mask)
-        if self.weighting == "epsilon" or self.scheduler.config.prediction_type == "v_prediction":
-            return per_sample.mean()
-        alpha_bar = self.scheduler.alphas_cumprod.to(per_sample.device)[timesteps]
-        return (per_sample / alpha_bar).mean()
+        return pred.float(), target.float()
 
 
 def _masked_mean(error: torch.Tensor, loss_mask: torch.Tensor | None) -> torch.Tensor:

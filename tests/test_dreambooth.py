@@ -1,0 +1,151 @@
+"""The dreambooth stage: a few pictures fine-tune a Video LDM folder's image UNet; its temporal layers move over
+unchanged; prior preservation adds the class half's loss."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from test_pipeline_fixtures import write_tiny_stable_diffusion, write_tiny_video_ldm
+from videoldm.io import write_image
+from videoldm.training.batches import step_generator
+from videoldm.training.cache import prepare_cache
+from videoldm.training.config import ConfigError
+from videoldm.training.stages import build_stage, load_config
+from videoldm.training.trainer import train
+from videoldm.video_unet import VideoUNet
+
+INSTANCE, CLASS = "a sks star", "a star"
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    return write_tiny_video_ldm(tmp_path_factory.mktemp("base"))
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory) -> Path:
+    """Three 16x16 pictures of a purple blob at different places, and one file that is not an image."""
+    folder = tmp_path_factory.mktemp("pictures")
+    for i in range(3):
+        image = -torch.ones(3, 16, 16)
+        image[:, 3 + 2 * i : 9 + 2 * i, 4 + i : 10 + i] = torch.tensor([0.6, -0.8, 0.9])[:, None, None]
+        write_image(folder / f"star-{i}.png", image)
+    (folder / "broken.png").write_bytes(b"not a png")
+    return folder
+
+
+def dreambooth_config(tmp: Path, base: Path, pictures: Path, *, name: str = "db", data=None, **train) -> Path:
+    sections = {
+        "stage": "dreambooth",
+        "output_dir": str(tmp / name),
+        "data": {
+            "images": str(pictures),
+            "size": 16,
+            "instance_prompt": INSTANCE,
+            "class_prompt": CLASS,
+            "num_class_images": 3,
+            **(data or {}),
+        },
+        "model": {"pretrained": str(base)},
+        "optim": {"lr": 1e-3},
+        "train": {"max_steps": 2, "batch_size": 2, "checkpoint_every": 2, "log_every": 1, "caption_dropout": 0.0}
+        | train,
+    }
+    sections["data"] = {k: v for k, v in sections["data"].items() if v is not None}
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(sections))
+    return path
+
+
+def test_the_export_keeps_the_base_temporal_layers_bit_identical_and_tunes_the_unet(tmp_path, base, pictures):
+    model = train(load_config(dreambooth_config(tmp_path, base, pictures)))
+    tuned, original = VideoUNet.from_pretrained(model), VideoUNet.from_pretrained(base)
+    temporal = original.temporal.state_dict()
+    assert all(torch.equal(v, temporal[k]) for k, v in tuned.temporal.state_dict().items())
+    spatial = original.unet.state_dict()
+    assert any(not torch.equal(v, spatial[k]) for k, v in tuned.unet.state_dict().items())
+    # Every other part of the base folder is copied byte for byte; the record says what was learned.
+    for file in (f for f in base.rglob("*") if f.is_file() and f.relative_to(base).parts[0] != "unet"):
+        assert (model / file.relative_to(base)).read_bytes() == file.read_bytes(), file
+    record = json.loads((model / "personalisation.json").read_text())
+    assert record["instance_prompt"] == INSTANCE and record["class_prompt"] == CLASS
+
+
+def test_pictures_then_class_images_in_the_cache_and_a_broken_picture_is_reported(tmp_path, base, pictures, caplog):
+    stage = build_stage(load_config(dreambooth_config(tmp_path, base, pictures)))
+    with caplog.at_level(logging.WARNING):
+        captions, pixels = stage.load_pixels()
+    assert captions == [INSTANCE] * 3 + [CLASS] * 3  # broken.png skipped
+    assert pixels.shape == (6, 3, 1, 16, 16) and pixels.dtype == torch.uint8
+    assert "broken.png" in caplog.text
+    again = stage.load_pixels()[1]
+    assert torch.equal(again, pixels)  # the class images are seeded: the same every time
+
+
+def test_the_prior_loss_is_the_mse_on_the_class_half_of_the_batch(tmp_path, base, pictures):
+    stage = build_stage(load_config(dreambooth_config(tmp_path, base, pictures, prior_loss_weight=0.5)))
+    g = torch.Generator().manual_seed(0)
+    latents, noise = torch.randn(4, 4, 8, 8, generator=g), torch.randn(4, 4, 8, 8, generator=g)
+    text = torch.randn(4, 8, 384, generator=g)
+    timesteps = torch.tensor([10, 500, 20, 900])
+    loss = stage.module(latents=latents, text=text, noise=noise, timesteps=timesteps)
+    scheduler = stage.noise_scheduler()
+    pred = stage.unet(scheduler.add_noise(latents, noise, timesteps), timesteps, encoder_hidden_states=text).sample
+    expected = F.mse_loss(pred[:2], noise[:2]) + 0.5 * F.mse_loss(pred[2:], noise[2:])
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-7)
+
+
+def batch_and_gradients(stage, g_seed: int = 0) -> tuple[dict[str, torch.Tensor], torch.Tensor, list[torch.Tensor]]:
+    """One batch of the stage's step 0, its loss and the gradients of the UNet's parameters."""
+    cache = prepare_cache(stage, stage.config, is_main=True, wait=lambda: None)
+    batch = stage.batch(cache, step_generator(stage.config.train.seed, 0))
+    stage.unet.zero_grad()
+    loss = stage.module(**batch)
+    loss.backward()
+    return batch, loss.detach(), [p.grad.clone() for p in stage.unet.parameters()]
+
+
+def test_prior_weight_zero_equals_instance_only_training(tmp_path, base, pictures):
+    """With weight 0 the batch's instance half is the instance-only run's batch, and the loss and every gradient
+    are the instance-only run's (compared before the optimiser: Adam magnifies float noise in tiny gradients)."""
+    alone = build_stage(load_config(dreambooth_config(tmp_path, base, pictures, name="a", data={"class_prompt": None})))
+    zero = build_stage(load_config(dreambooth_config(tmp_path, base, pictures, name="z", prior_loss_weight=0.0)))
+    one = build_stage(load_config(dreambooth_config(tmp_path, base, pictures, name="o", prior_loss_weight=1.0)))
+    batch, loss, grads = batch_and_gradients(alone)
+    zero_batch, zero_loss, zero_grads = batch_and_gradients(zero)
+    assert zero_batch["latents"].shape[0] == 2 * batch["latents"].shape[0]
+    for key, value in batch.items():
+        assert torch.equal(zero_batch[key][: len(value)], value), key
+    torch.testing.assert_close(zero_loss, loss, rtol=1e-5, atol=1e-7)
+    for a, b in zip(zero_grads, grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+    one_loss = batch_and_gradients(one)[1]
+    assert one_loss > zero_loss  # the class half counts at weight 1
+
+
+def test_config_errors_name_the_key(tmp_path, base, pictures):
+    def error(match: str, *, stage: str = "dreambooth", pretrained: Path = base, **data) -> None:
+        path = dreambooth_config(tmp_path, pretrained, pictures, data=data)
+        raw = yaml.safe_load(path.read_text()) | {"stage": stage}
+        raw["data"] = {k: v for k, v in raw["data"].items() if v is not None}
+        path.write_text(yaml.safe_dump(raw))
+        with pytest.raises(ConfigError, match=match):
+            load_config(path)
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    error(r"data\.images: folder .*empty holds no pictures", images=str(empty))
+    error(r"data\.images: folder .* does not exist", images=str(tmp_path / "nope"))
+    error(r"data\.instance_prompt: required", instance_prompt=None)
+    error(r"data\.class_prompt: must differ", class_prompt=INSTANCE)
+    error(r"data\.num_class_images: must be >= 1", num_class_images=0)
+    error(r"data\.images: pictures of one concept, used by stage 'dreambooth'", stage="temporal")
+    error(r"model\.pretrained: .* has no temporal/", pretrained=write_tiny_stable_diffusion(tmp_path / "sd"))
+    error(r"data\.videos: missing required key .* data\.images: a picture folder", images=None)
