@@ -9,6 +9,7 @@ from videoldm.cli import (
     generate,  # noqa: F401
     interpolate,  # noqa: F401
     reconstruct,  # noqa: F401
+    serve,  # noqa: F401
     train,  # noqa: F401
     upscale,  # noqa: F401
 )

@@ -8,7 +8,8 @@ with the text-to-video model alone (default 16 at 8 fps); `--image-only` samples
 model (every alpha = 1: the "before alignment" baseline of whichever video the folder makes). README "Generate".
 
 Every argument is checked before the model is loaded -- sizes from the folder's JSON configs alone -- so bad
-input costs nothing and exits with code 2 and one line; the video is written atomically (io.write_video).
+input costs nothing and exits with code 2 and one line; the video is written atomically (io.write_video). The run
+itself (load, sample, upscale) is `pipelines.generate`, which `videoldm serve` calls too.
 """
 
 from __future__ import annotations
@@ -20,10 +21,6 @@ from pathlib import Path
 import typer
 
 from videoldm.cli.app import app, fail, model_dir
-
-STACK_FPS = 30.0  # the paper's output rate (key frames at 30 / 16 = 1.875 fps)
-FPS = 8.0  # key frames alone, and folders without interpolation/
-FRAMES = 16  # key frames alone, and folders without interpolation/
 
 
 @app.command()
@@ -84,7 +81,10 @@ def generate(
         )
     _check_output(output)
     folder = model_dir(model)
-    stack_folder = _has_interpolation(folder) and not keyframes_only  # the stack's frame count and rate
+    # the run itself (`pipelines.generate`, shared with `videoldm serve`); imported here: `--help` stays fast
+    from videoldm.pipelines.generate import FPS, STACK_FPS, has_interpolation
+
+    stack_folder = has_interpolation(folder) and not keyframes_only  # the stack's frame count and rate
     run_stack = stack_folder and not image_only
     num_frames = _check_stack(
         num_frames,
@@ -103,63 +103,44 @@ def generate(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch_dtype = getattr(torch, _check_dtype(dtype, device))
 
-    from videoldm.diffusion import make_scheduler
     from videoldm.io import write_video
-    from videoldm.pipelines import VideoLDMPipeline, VideoLDMStackPipeline
+    from videoldm.pipelines.generate import VideoRequest, generate_video, keyframe_pipeline, load_pipeline
 
-    loader = VideoLDMStackPipeline if run_stack else VideoLDMPipeline
     try:
-        pipe = loader.from_pretrained(folder, image_decoder=image_decoder, torch_dtype=torch_dtype)
+        pipe = load_pipeline(
+            folder,
+            stack=run_stack,
+            image_decoder=image_decoder,
+            torch_dtype=torch_dtype,
+            scheduler=scheduler,
+            device=device,
+        )
     except (OSError, ValueError) as err:
         fail(f"cannot load model {folder}: {err}")
-    keyframe_pipe = pipe.keyframes if run_stack else pipe
-    if scheduler is not None:
-        keyframe_pipe.scheduler = make_scheduler(scheduler, keyframe_pipe.scheduler.config)
-    pipe.to(device)
     if compile_unet:
         # Off by default: on a 2-core CPU compiling took ~2 min and the compiled UNet was no faster
         # (docs/benchmarks.md); the time pays back on GPUs and over many videos.
-        keyframe_pipe.unet = torch.compile(keyframe_pipe.unet)
+        keyframes = keyframe_pipeline(pipe)
+        keyframes.unet = torch.compile(keyframes.unet)
         if run_stack:
             pipe.interpolation.unet = torch.compile(pipe.interpolation.unet)
-    common = {
-        "num_frames": num_frames,
-        "height": height,
-        "width": width,
-        "num_inference_steps": steps,
-        "guidance_scale": guidance,
-        "negative_prompt": negative_prompt,
-        "generator": torch.Generator().manual_seed(seed),
-        "image_decoder": image_decoder,
-    }
-    if run_stack:
-        pipe.set_progress_bar_config(unit="step")
-        video = pipe(
-            prompt,
-            **common,
-            interpolation_steps=interpolation_steps or _default_interpolation_steps(),
-            **({} if interpolation_strength is None else {"interpolation_strength": interpolation_strength}),
-            context_guidance_scale=1.0 if context_guidance is None else context_guidance,
-        ).frames
-    else:
-        pipe.set_progress_bar_config(desc="generating", unit="step")
-        video = pipe(prompt, **common, image_only=image_only).frames
-    if upscaler is not None:
-        upscaler.to(device)
-        video = upscaler(video, generator=torch.Generator().manual_seed(seed), image_only=image_only).frames
-    typer.echo(str(write_video(output, video[0].cpu(), fps=fps)))
-
-
-def _has_interpolation(folder: Path) -> bool:
-    from videoldm.layout import INTERPOLATION, TEMPORAL
-
-    return (folder / INTERPOLATION / TEMPORAL).is_dir()
-
-
-def _default_interpolation_steps() -> int:
-    from videoldm.pipelines.stack import DEFAULT_INTERPOLATION_STEPS
-
-    return DEFAULT_INTERPOLATION_STEPS
+    request = VideoRequest(
+        prompt=prompt,
+        num_frames=num_frames,
+        height=height,
+        width=width,
+        seed=seed,
+        steps=steps,
+        guidance=guidance,
+        negative_prompt=negative_prompt,
+        image_only=image_only,
+        image_decoder=image_decoder,
+        interpolation_steps=interpolation_steps,
+        interpolation_strength=interpolation_strength,
+        context_guidance=context_guidance,
+    )
+    video = generate_video(pipe, request, upscaler=upscaler)
+    typer.echo(str(write_video(output, video, fps=fps)))
 
 
 def _check_stack(
@@ -173,6 +154,7 @@ def _check_stack(
 ) -> int:
     """The frame count (default: the stack's 113 in a folder with interpolation/, else 16), checked against the
     stack's range when the stack runs; the stack's own options refused when it does not."""
+    from videoldm.pipelines.generate import FRAMES
     from videoldm.pipelines.stack import DEFAULT_KEYFRAMES, MAX_KEYFRAMES, stack_frames
 
     if not run_stack:
@@ -205,17 +187,12 @@ def _check_stack(
 
 def _load_upscaler(folder: Path, height: int, width: int):
     """The folder's `VideoUpscalePipeline`, checked to take `height` x `width` videos; exit 2 otherwise."""
-    from videoldm.layout import UPSAMPLER
-    from videoldm.pipelines.upscale import VideoUpscalePipeline
+    from videoldm.pipelines.generate import load_upscaler
 
-    if not (folder / UPSAMPLER).is_dir():
-        fail(f"--upscale: {folder} has no {UPSAMPLER}/ folder (a video upsampler)")
     try:
-        upscaler = VideoUpscalePipeline.from_pretrained(folder)
-        upscaler.upsampler.check_input_size(height, width)
+        return load_upscaler(folder, height, width)
     except (OSError, ValueError) as err:
         fail(f"--upscale: {err}")
-    return upscaler
 
 
 def _check_arguments(
