@@ -19,11 +19,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from videoldm.layout import VIDEO_LDM_PARTS
+from videoldm.layout import PERSONALISATION, VIDEO_LDM_PARTS
 from videoldm.loading import ModelGeometry, check_model_dir
 from videoldm.pipelines.generate import has_interpolation, has_upsampler
 
-PERSONALISATION_FILE = "personalisation.json"
+PERSONALISATION_FILE = PERSONALISATION  # written by the dreambooth stage
 RUN_MODEL = "model"  # the folder a training run writes its model to: OUTPUT_DIR/model/
 
 log = logging.getLogger(__name__)
