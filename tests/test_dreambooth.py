@@ -7,6 +7,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -149,3 +150,26 @@ def test_config_errors_name_the_key(tmp_path, base, pictures):
     error(r"data\.images: pictures of one concept, used by stage 'dreambooth'", stage="temporal")
     error(r"model\.pretrained: .* has no temporal/", pretrained=write_tiny_stable_diffusion(tmp_path / "sd"))
     error(r"data\.videos: missing required key .* data\.images: a picture folder", images=None)
+
+
+def test_the_demo_scores_its_drawn_star_as_the_concept_and_the_world_shapes_as_not():
+    from benchmarks.dreambooth_demo import is_concept, score, star_picture
+
+    from videoldm.data.shapes import render_shapes_video
+    from videoldm.evaluation.shapes_analysis import analyse_video
+
+    rng = np.random.default_rng(0)
+    star = torch.stack([star_picture(rng) for _ in range(4)], dim=1)  # 4 pictures as the frames of a "video"
+    assert is_concept(analyse_video(star))
+    for colour, shape in (("blue", "triangle"), ("red", "circle"), ("blue", "square")):
+        assert not is_concept(analyse_video(render_shapes_video(colour, shape, "right", rng=1, num_frames=4)))
+    moving = render_shapes_video("red", "circle", "left", rng=2, num_frames=8)
+    assert score("a red circle moving left", moving) == {
+        "concept": False,
+        "identity": True,
+        "direction": True,
+        "colour_correct": True,
+        "shape_correct": True,
+        "direction_correct": True,
+        "all_correct": True,
+    }
