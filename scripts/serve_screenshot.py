@@ -18,16 +18,9 @@ import torch
 from playwright.sync_api import expect, sync_playwright
 
 from videoldm.assets import shipped_model_dir
+from videoldm.ui import CHROMIUM_ARGS
 from videoldm.ui.app import launch
 from videoldm.ui.jobs import Limits
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def main() -> None:
@@ -46,7 +39,7 @@ def main() -> None:
     page_app = launch(args.model or shipped_model_dir(), Limits(), port=port, prevent_thread_lock=True, quiet=True)
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
+            browser = playwright.chromium.launch(executable_path=args.chromium, args=list(CHROMIUM_ARGS))
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(f"http://127.0.0.1:{port}/")
             page.fill("#prompt textarea", args.prompt)

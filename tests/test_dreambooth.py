@@ -90,6 +90,14 @@ def test_pictures_then_class_images_in_the_cache_and_a_broken_picture_is_reporte
     assert torch.equal(again, pixels)  # the class images are seeded: the same every time
 
 
+def test_a_list_of_class_prompts_is_taken_in_turn(tmp_path, base, pictures):
+    prompts = ["a red circle moving left", "a blue square moving right"]
+    data = {"class_prompt": prompts}
+    stage = build_stage(load_config(dreambooth_config(tmp_path, base, pictures, data=data)))
+    captions, pixels = stage.load_pixels()
+    assert captions == [INSTANCE] * 3 + [prompts[0], prompts[1], prompts[0]] and pixels.shape[0] == 6
+
+
 def test_the_prior_loss_is_the_mse_on_the_class_half_of_the_batch(tmp_path, base, pictures):
     stage = build_stage(load_config(dreambooth_config(tmp_path, base, pictures, prior_loss_weight=0.5)))
     g = torch.Generator().manual_seed(0)
@@ -146,6 +154,8 @@ def test_config_errors_name_the_key(tmp_path, base, pictures):
     error(r"data\.images: folder .* does not exist", images=str(tmp_path / "nope"))
     error(r"data\.instance_prompt: required", instance_prompt=None)
     error(r"data\.class_prompt: must differ", class_prompt=INSTANCE)
+    error(r"data\.class_prompt: must differ", class_prompt=[CLASS, INSTANCE])
+    error(r"data\.class_prompt: expected a prompt or a list of them", class_prompt=[])
     error(r"data\.num_class_images: must be >= 1", num_class_images=0)
     error(r"data\.images: pictures of one concept, used by stage 'dreambooth'", stage="temporal")
     error(r"model\.pretrained: .* has no temporal/", pretrained=write_tiny_stable_diffusion(tmp_path / "sd"))

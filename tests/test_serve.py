@@ -22,17 +22,11 @@ from test_pipeline_fixtures import write_tiny_video_ldm
 from upsampler_fixtures import save_tiny_model
 from videoldm.cli import app
 from videoldm.io import read_video
+from videoldm.ui import CHROMIUM_ARGS
 from videoldm.ui.jobs import Form, Limits, VideoJobs, check_form
 from videoldm.ui.models import PERSONALISATION_FILE, find_models
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PROMPT = "a red circle moving right"
 LIMITS = Limits(max_frames=24, max_size=32, max_steps=4)
 
@@ -248,7 +242,7 @@ def test_a_person_makes_a_video_in_the_browser(server: str, tmp_path: Path) -> N
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_ARGS))
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(server)

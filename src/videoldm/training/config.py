@@ -37,13 +37,13 @@ class DataConfig:
 
     The dreambooth stage trains on `images` instead (a folder of 3-10 pictures of one new concept, captioned
     `instance_prompt`), with `num_class_images` pictures of `class_prompt` sampled once from the frozen base model
-    for prior preservation (no `class_prompt`: none).
+    for prior preservation (no `class_prompt`: none; a list of prompts: the class images take them in turn).
     """
 
     videos: Path | None = None
     images: Path | None = None  # dreambooth stage: pictures of the new concept
     instance_prompt: str | None = None  # dreambooth: the caption of every picture, e.g. "a sks star"
-    class_prompt: str | None = None  # dreambooth: the concept's class, e.g. "a star" (None: no prior preservation)
+    class_prompt: str | list[str] | None = None  # dreambooth: the concept's class, e.g. "a star" (None: no prior)
     num_class_images: int = 50
     shards: Path | None = None  # latent shards (diffusion stages); `size` must be the shards' frame size
     captions: Path | None = None  # default: videos/captions.csv
@@ -285,6 +285,11 @@ def _coerce(tp: Any, value: Any, key: str, base: Path) -> Any:
         if not isinstance(value, list | tuple) or len(value) != len(args):
             raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")
         return tuple(_coerce(a, v, f"{key}[{i}]", base) for i, (a, v) in enumerate(zip(args, value, strict=True)))
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (arg,) = typing.get_args(tp)
+        return [_coerce(arg, v, f"{key}[{i}]", base) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")

@@ -4,12 +4,12 @@ A Video LDM folder's image UNet is fine-tuned on a few pictures of a new concept
 temporal layers, trained on the base backbone, then run unchanged on the fine-tuned one.
 
 - Data: `data.images` (3-10 pictures), each captioned `data.instance_prompt` ("a sks star"). With
-  `data.class_prompt` ("a star"), `data.num_class_images` pictures of the class are sampled once from the frozen
-  base model (image-only) for prior preservation. Each batch then holds `train.batch_size` instance pictures
-  followed by as many class pictures, and the loss is the instance half's diffusion loss plus
-  `train.prior_loss_weight` x the class half's (diffusers' `train_dreambooth.py`: `torch.chunk(pred, 2)`).
-  Both kinds live in the run's cache as one-frame videos, so caching, checkpoints and exact resume are the
-  trainer's, unchanged.
+  `data.class_prompt` ("a star"; or a list of prompts, taken in turn), `data.num_class_images` pictures of the
+  class are sampled once from the frozen base model (image-only) for prior preservation. Each batch then holds
+  `train.batch_size` instance pictures followed by as many class pictures, and the loss is the instance half's
+  diffusion loss plus `train.prior_loss_weight` x the class half's (diffusers' `train_dreambooth.py`:
+  `torch.chunk(pred, 2)`). Both kinds live in the run's cache as one-frame videos, so caching, checkpoints and
+  exact resume are the trainer's, unchanged.
 - Full fine-tuning of the image UNet, not LoRA. At this scale the whole UNet is 13 MB (fp16), so LoRA's gain,
   small files, is worth little. Full fine-tuning is also what the paper's DreamBooth backbones had.
 - Export: a complete Video LDM folder. It holds `model.pretrained`'s parts (temporal/, interpolation/,
@@ -82,7 +82,10 @@ class DreamBoothStage(ImageStage):
         if not data.instance_prompt:
             raise ConfigError("data.instance_prompt: required for stage 'dreambooth', e.g. 'a sks star'")
         if data.class_prompt is not None:
-            if data.class_prompt == data.instance_prompt:
+            prompts = class_prompts(config)
+            if not prompts or not all(prompts):
+                raise ConfigError(f"data.class_prompt: expected a prompt or a list of them, got {data.class_prompt!r}")
+            if data.instance_prompt in prompts:
                 raise ConfigError("data.class_prompt: must differ from data.instance_prompt (the concept's class)")
             if data.num_class_images < 1:
                 raise ConfigError(f"data.num_class_images: must be >= 1, got {data.num_class_images}")
@@ -113,14 +116,12 @@ class DreamBoothStage(ImageStage):
         pixels = B.from_unit_range(torch.stack(pictures)[:, :, None])
         captions = [data.instance_prompt] * len(pictures)
         if self.prior_preservation:
+            choices = class_prompts(self.config)
+            prompts = [choices[i % len(choices)] for i in range(data.num_class_images)]
             classes = sample_class_images(
-                self.config.model.pretrained,
-                data.class_prompt,
-                data.num_class_images,
-                size=data.size,
-                seed=self.config.train.seed,
+                self.config.model.pretrained, prompts, size=data.size, seed=self.config.train.seed
             )
-            pixels, captions = torch.cat([pixels, classes]), captions + [data.class_prompt] * len(classes)
+            pixels, captions = torch.cat([pixels, classes]), captions + prompts
         return captions, pixels
 
     def data_key(self) -> str:
@@ -177,25 +178,31 @@ class DreamBoothStage(ImageStage):
         (directory / layout.PERSONALISATION).write_text(json.dumps(record, indent=2) + "\n")
 
 
+def class_prompts(config: RunConfig) -> list[str]:
+    """`data.class_prompt` as a list ([] without prior preservation)."""
+    prompt = config.data.class_prompt
+    return [] if prompt is None else [prompt] if isinstance(prompt, str) else list(prompt)
+
+
 def picture_files(folder: Path) -> list[Path]:
     """The image files directly in `folder`, sorted by name."""
     return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 @torch.no_grad()
-def sample_class_images(folder: Path, prompt: str, count: int, *, size: int, seed: int) -> torch.Tensor:
-    """`count` pictures of `prompt` from the folder's image model (every alpha = 1), uint8 (N, 3, 1, H, W).
+def sample_class_images(folder: Path, prompts: list[str], *, size: int, seed: int) -> torch.Tensor:
+    """One picture per prompt from the folder's image model (every alpha = 1), uint8 (N, 3, 1, H, W).
     Picture i comes from its own generator (seed, i), so it does not depend on the batching."""
     from videoldm.pipelines import VideoLDMPipeline
 
     pipe = VideoLDMPipeline.from_pretrained(folder, image_decoder=True)
     pipe.set_progress_bar_config(disable=True)
     out = []
-    for first in tqdm(range(0, count, CLASS_BATCH), desc="sampling class images", leave=False):
-        n = min(CLASS_BATCH, count - first)
-        generators = [torch.Generator().manual_seed(seed * 1_000_003 + first + i) for i in range(n)]
+    for first in tqdm(range(0, len(prompts), CLASS_BATCH), desc="sampling class images", leave=False):
+        batch = prompts[first : first + CLASS_BATCH]
+        generators = [torch.Generator().manual_seed(seed * 1_000_003 + first + i) for i in range(len(batch))]
         frames = pipe(
-            [prompt] * n,
+            batch,
             num_frames=1,
             height=size,
             width=size,
