@@ -22,9 +22,10 @@ from test_pipeline_fixtures import write_tiny_video_ldm
 from upsampler_fixtures import save_tiny_model
 from videoldm.cli import app
 from videoldm.io import read_video
+from videoldm.layout import PERSONALISATION
 from videoldm.ui import CHROMIUM_ARGS
 from videoldm.ui.jobs import Form, Limits, VideoJobs, check_form
-from videoldm.ui.models import PERSONALISATION_FILE, find_models
+from videoldm.ui.models import find_models
 
 CHROMIUM = Path("/usr/bin/chromium")
 PROMPT = "a red circle moving right"
@@ -33,7 +34,7 @@ LIMITS = Limits(max_frames=24, max_size=32, max_steps=4)
 
 def _personalise(folder: Path, instance_prompt: str = "a sks star") -> Path:
     personalisation = {"instance_prompt": instance_prompt, "class_prompt": "a star"}
-    (folder / PERSONALISATION_FILE).write_text(json.dumps(personalisation))
+    (folder / PERSONALISATION).write_text(json.dumps(personalisation))
     return folder
 
 
@@ -62,15 +63,15 @@ def one_thread_module() -> Iterator[None]:
 def test_find_models_offers_the_base_then_personalised_models_next_to_it(models: dict[str, Path], tmp_path) -> None:
     root = tmp_path / "runs"
     shutil.copytree(models["star"], root / "plain")  # a Video LDM folder with personalisation.json
-    (root / "plain" / PERSONALISATION_FILE).unlink()  # ... removed: not offered
+    (root / "plain" / PERSONALISATION).unlink()  # ... removed: not offered
     shutil.copytree(models["star"], root / "base")
-    (root / "base" / PERSONALISATION_FILE).unlink()
+    (root / "base" / PERSONALISATION).unlink()
     shutil.copytree(models["star"], root / "dreambooth-dog" / "model")  # a run's output folder
     _personalise(root / "dreambooth-dog" / "model", "a sks dog")
     (root / "broken" / "unet").mkdir(parents=True)
     _personalise(root / "broken")  # personalisation.json but not a Video LDM folder
     shutil.copytree(models["star"], root / "half-written")
-    (root / "half-written" / PERSONALISATION_FILE).write_text('{"instance_prompt": ')  # not JSON
+    (root / "half-written" / PERSONALISATION).write_text('{"instance_prompt": ')  # not JSON
     shutil.copytree(models["star"], root / "zebra")
 
     found = find_models(root / "base")
@@ -83,7 +84,7 @@ def test_find_models_offers_the_base_then_personalised_models_next_to_it(models:
 
     # the base is itself a run's model/ folder: the other runs' model/ folders are next to it
     shutil.copytree(models["star"], tmp_path / "runs2" / "temporal" / "model")
-    (tmp_path / "runs2" / "temporal" / "model" / PERSONALISATION_FILE).unlink()
+    (tmp_path / "runs2" / "temporal" / "model" / PERSONALISATION).unlink()
     shutil.copytree(root / "dreambooth-dog", tmp_path / "runs2" / "dreambooth-dog")
     found = find_models(tmp_path / "runs2" / "temporal" / "model")
     assert [(m.name, m.instance_prompt) for m in found] == [("temporal", None), ("dreambooth-dog", "a sks dog")]

@@ -16,6 +16,11 @@ from videoldm.data.common import CaptionRow, SkipItem, SkippingDataset, parse_si
 from videoldm.io import IMAGE_EXTENSIONS, read_image
 
 
+def image_files(folder: Path) -> list[Path]:
+    """The image files directly in `folder` (by extension: IMAGE_EXTENSIONS), sorted by name."""
+    return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+
+
 class ImageFolderDataset(SkippingDataset):
     """Images (png, jpg, ...) under `root` with a captions table: CSV or JSONL with `path,caption` (or
     `file_name,text`, or WebVid-style `videoid,name` with `{videoid}.png` etc.). Or, with `caption` instead of
@@ -41,10 +46,10 @@ class ImageFolderDataset(SkippingDataset):
         if captions is not None:
             self.rows = read_captions(captions, extensions=IMAGE_EXTENSIONS)
         else:
-            files = sorted(f.name for f in self.root.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+            files = image_files(self.root)
             if not files:
                 raise FileNotFoundError(f"image folder {self.root} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-            self.rows = [CaptionRow((name,), caption) for name in files]
+            self.rows = [CaptionRow((f.name,), caption) for f in files]
         self.size = parse_size(size)
         self.random_flip = random_flip
 

@@ -19,12 +19,12 @@ from videoldm.diffusion import make_scheduler
 from videoldm.layout import INTERPOLATION, TEMPORAL, UPSAMPLER
 from videoldm.pipelines.pipeline_videoldm import VideoLDMPipeline
 from videoldm.pipelines.stack import DEFAULT_INTERPOLATION_STEPS, VideoLDMStackPipeline
+from videoldm.pipelines.upscale import DEFAULT_STEPS as UPSCALE_DEFAULT_STEPS
 from videoldm.pipelines.upscale import VideoUpscalePipeline
 
 STACK_FPS = 30.0  # the paper's output rate (key frames at 30 / 16 = 1.875 fps)
 FPS = 8.0  # key frames alone, and folders without interpolation/
 FRAMES = 16  # key frames alone, and folders without interpolation/
-UPSCALE_STEPS = 20  # the upsampler's denoising steps (VideoUpscalePipeline's default)
 
 TextToVideo = VideoLDMPipeline | VideoLDMStackPipeline
 
@@ -139,10 +139,10 @@ def generate_video(
         video = keyframes(request.prompt, **common, image_only=request.image_only).frames
     if upscaler is not None:
         upscaler.to(pipe.device)
-        with tqdm(total=UPSCALE_STEPS, desc="upscaling", unit="step") as bar:
+        with tqdm(total=UPSCALE_DEFAULT_STEPS, desc="upscaling", unit="step") as bar:
             video = upscaler(
                 video,
-                num_inference_steps=UPSCALE_STEPS,
+                num_inference_steps=UPSCALE_DEFAULT_STEPS,
                 generator=torch.Generator().manual_seed(request.seed),
                 image_only=request.image_only,
                 progress=bar,

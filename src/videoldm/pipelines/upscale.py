@@ -30,6 +30,7 @@ from videoldm.loading import load_scheduler
 from videoldm.upsampler import VideoUpsampler
 
 OUTPUT_TYPES = ("pt", "np")
+DEFAULT_STEPS = 20  # denoising steps of `__call__` (and of `videoldm generate --upscale`)
 
 
 @dataclass
@@ -149,7 +150,7 @@ class VideoUpscalePipeline:
         video: torch.Tensor,
         *,
         noise_level: int | None = None,
-        num_inference_steps: int = 20,
+        num_inference_steps: int = DEFAULT_STEPS,
         generator: Generator = None,
         chunk_size: int | None = 16,
         chunk_overlap: int | None = None,

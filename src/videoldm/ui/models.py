@@ -23,7 +23,6 @@ from videoldm.layout import PERSONALISATION, VIDEO_LDM_PARTS
 from videoldm.loading import ModelGeometry, check_model_dir
 from videoldm.pipelines.generate import has_interpolation, has_upsampler
 
-PERSONALISATION_FILE = PERSONALISATION  # written by the dreambooth stage
 RUN_MODEL = "model"  # the folder a training run writes its model to: OUTPUT_DIR/model/
 
 log = logging.getLogger(__name__)
@@ -65,7 +64,7 @@ def display_name(folder: Path) -> str:
 def read_instance_prompt(folder: Path) -> str | None:
     """The "instance_prompt" of `folder/personalisation.json`; None when the file is absent, not JSON, or lacks a
     non-empty string "instance_prompt" (logged: a half-written file is not offered)."""
-    path = folder / PERSONALISATION_FILE
+    path = folder / PERSONALISATION
     if not path.is_file():
         return None
     try:
@@ -127,5 +126,5 @@ def find_models(base: Path) -> list[ModelChoice]:
         try:
             models.append(describe(folder, instance_prompt=instance_prompt))
         except (OSError, ValueError, KeyError) as err:
-            log.warning("%s has %s but is not a Video LDM folder (%s): not offered", folder, PERSONALISATION_FILE, err)
+            log.warning("%s has %s but is not a Video LDM folder (%s): not offered", folder, PERSONALISATION, err)
     return models

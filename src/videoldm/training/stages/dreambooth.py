@@ -30,6 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from videoldm import layout
+from videoldm.data.image_folder import ImageFolderDataset, image_files
 from videoldm.io import IMAGE_EXTENSIONS
 from videoldm.training import batches as B
 from videoldm.training.cache import VideoCache, cache_key
@@ -77,7 +78,7 @@ class DreamBoothStage(ImageStage):
             raise ConfigError("model.unet: stage 'dreambooth' fine-tunes model.pretrained's unet/; leave it out")
         if data.images is None:
             raise ConfigError("data.images: required for stage 'dreambooth' (a folder of 3-10 pictures)")
-        if not picture_files(data.images):
+        if not image_files(data.images):
             raise ConfigError(f"data.images: folder {data.images} holds no pictures ({', '.join(IMAGE_EXTENSIONS)})")
         if not data.instance_prompt:
             raise ConfigError("data.instance_prompt: required for stage 'dreambooth', e.g. 'a sks star'")
@@ -104,8 +105,6 @@ class DreamBoothStage(ImageStage):
     # ---------------------------------------------------------------------------------------------- data
     def load_pixels(self) -> tuple[list[str], torch.Tensor]:
         """The pictures (each captioned with the instance prompt), then the class images: uint8 (N, 3, 1, H, W)."""
-        from videoldm.data.image_folder import ImageFolderDataset
-
         data = self.config.data
         dataset = ImageFolderDataset(data.images, caption=data.instance_prompt, size=data.size)
         pictures = [item["image"] for i in range(len(dataset)) if (item := dataset.load(i)) is not None]
@@ -129,7 +128,7 @@ class DreamBoothStage(ImageStage):
         the base image model's files (by name, size and modification time: hashing SD's gigabytes would cost
         seconds at every start)."""
         data = self.config.data
-        pictures = [hashlib.sha256(f.read_bytes()).hexdigest() for f in picture_files(data.images)]
+        pictures = [hashlib.sha256(f.read_bytes()).hexdigest() for f in image_files(data.images)]
         parts: list[object] = ["dreambooth", pictures, data.size, data.instance_prompt]
         if self.prior_preservation:
             base = self.config.model.pretrained
@@ -182,11 +181,6 @@ def class_prompts(config: RunConfig) -> list[str]:
     """`data.class_prompt` as a list ([] without prior preservation)."""
     prompt = config.data.class_prompt
     return [] if prompt is None else [prompt] if isinstance(prompt, str) else list(prompt)
-
-
-def picture_files(folder: Path) -> list[Path]:
-    """The image files directly in `folder`, sorted by name."""
-    return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 @torch.no_grad()
