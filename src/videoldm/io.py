@@ -186,25 +186,6 @@ def _pad_even(frames: np.ndarray) -> np.ndarray:
     return np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge") if pad_h or pad_w else frames
 
 
-def _encode(container, stream, frames: Iterator[av.VideoFrame]) -> None:
-    for frame in frames:
-        container.mux(stream.encode(frame))
-    container.mux(stream.encode(None))
-
-
-def _write_mp4(path: Path, frames: np.ndarray, fps: Fraction, crf: int) -> None:
-    frames = _pad_even(frames)
-    with av.open(str(path), "w", format="mp4") as container:
-        # Byte-identical output run to run needs one encoder thread and no macroblock-tree rate control: with
-        # mbtree on, x264 turned identical YUV input into different streams in about 1 process in 4 (decoded
-        # frames up to 9/255 apart), with one thread and with timestamps set; mbtree=0 or asm=0 both fixed it.
-        options = {"crf": str(crf), "preset": "medium", "x264-params": "mbtree=0"}
-        stream = container.add_stream("libx264", rate=fps, options=options)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        stream.codec_context.thread_count = 1
-        _encode(container, stream, (av.VideoFrame.from_ndarray(f, format="rgb24") for f in frames))
-
-
 def _palette_frame(frame: np.ndarray) -> av.VideoFrame:
     """(H, W, 3) uint8 -> a pal8 frame with its own adaptive 256-colour palette (better than a fixed one)."""
     from PIL import Image
@@ -217,33 +198,96 @@ def _palette_frame(frame: np.ndarray) -> av.VideoFrame:
     return av.VideoFrame.from_ndarray((np.asarray(image), argb), format="pal8")
 
 
-def _write_gif(path: Path, frames: np.ndarray, fps: Fraction) -> None:
-    with av.open(str(path), "w", format="gif") as container:
-        stream = container.add_stream("gif", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "pal8"
-        _encode(container, stream, (_palette_frame(f) for f in frames))
+class VideoWriter:
+    """Write a video piece by piece to `.mp4` (h264, yuv420p) or `.gif`, atomically: the frames go to a temporary
+    file in the same folder, renamed into place when the `with` block ends without an error and removed when it
+    ends with one (or the process dies: only a hidden `.NAME.tmp-PID` file can remain). Memory does not grow
+    with the video's length: a long rollout writes each piece as it is made.
+
+        with VideoWriter("out.mp4", fps=30) as writer:
+            for piece in pieces:  # (C, t, H, W) in [-1, 1]
+                writer.write(piece)
+
+    mp4: `crf` 12 keeps the saturated colours of the shapes world; odd sizes are padded to even by repeating the
+    last row/column. The same frames give a byte-identical file, however they are split into pieces.
+    """
+
+    def __init__(self, path: str | Path, *, fps: float = 8, crf: int = 12) -> None:
+        self.path = Path(path)
+        self.suffix = self.path.suffix.lower()
+        if self.suffix not in WRITE_EXTENSIONS:
+            raise ValueError(
+                f"cannot write video {self.path}: extension {self.path.suffix!r} not in {list(WRITE_EXTENSIONS)}"
+            )
+        if not (fps > 0 and math.isfinite(fps)):
+            raise ValueError(f"fps must be a positive number, got {fps}")
+        self.rate = Fraction(fps).limit_denominator(1001)
+        self.crf = crf
+        self.num_frames = 0
+        self._atomic = None
+        self._container = None
+        self._stream = None
+
+    def __enter__(self) -> VideoWriter:
+        self._atomic = atomic_path(self.path)
+        tmp = self._atomic.__enter__()
+        self._container = av.open(str(tmp), "w", format=self.suffix[1:])
+        return self
+
+    def write(self, video: torch.Tensor) -> None:
+        """Append frames: (C, t, H, W) in [-1, 1], the same H and W every time."""
+        assert self._container is not None, "use VideoWriter in a with block"
+        frames = to_uint8(video)
+        if self.suffix == ".mp4":
+            frames = _pad_even(frames)
+        if self._stream is None:
+            self._stream = self._open_stream(frames.shape[2], frames.shape[1])
+        elif (frames.shape[2], frames.shape[1]) != (self._stream.width, self._stream.height):
+            raise ValueError(
+                f"{self.path}: frames of {frames.shape[2]}x{frames.shape[1]} after {self._stream.width}x"
+                f"{self._stream.height}"
+            )
+        for frame in frames:
+            image = _palette_frame(frame) if self.suffix == ".gif" else av.VideoFrame.from_ndarray(frame, "rgb24")
+            self._container.mux(self._stream.encode(image))
+        self.num_frames += len(frames)
+
+    def _open_stream(self, width: int, height: int):
+        if self.suffix == ".gif":
+            stream = self._container.add_stream("gif", rate=self.rate)
+            stream.width, stream.height, stream.pix_fmt = width, height, "pal8"
+            return stream
+        # Byte-identical output run to run needs one encoder thread and no macroblock-tree rate control: with
+        # mbtree on, x264 turned identical YUV input into different streams in about 1 process in 4 (decoded
+        # frames up to 9/255 apart), with one thread and with timestamps set; mbtree=0 or asm=0 both fixed it.
+        options = {"crf": str(self.crf), "preset": "medium", "x264-params": "mbtree=0"}
+        stream = self._container.add_stream("libx264", rate=self.rate, options=options)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.thread_count = 1
+        return stream
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        assert self._atomic is not None and self._container is not None
+        try:
+            if exc_type is None:
+                if self._stream is None:
+                    raise ValueError(f"{self.path}: no frames were written")
+                self._container.mux(self._stream.encode(None))
+        finally:
+            self._container.close()
+            self._container = None
+        if exc_type is None:
+            self._atomic.__exit__(None, None, None)  # renames into place
+        else:
+            self._atomic.__exit__(exc_type, exc, tb)  # removes the temporary file
 
 
 def write_video(path: str | Path, video: torch.Tensor, *, fps: float = 8, crf: int = 12) -> Path:
     """Write a (C, T, H, W) video in [-1, 1] to `.mp4` (h264, yuv420p) or `.gif`, atomically; returns the path.
-
-    mp4: `crf` 12 keeps the saturated colours of the shapes world; odd sizes are padded to even by repeating
-    the last row/column. The same tensor gives a byte-identical file.
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in WRITE_EXTENSIONS:
-        raise ValueError(f"cannot write video {path}: extension {path.suffix!r} not in {list(WRITE_EXTENSIONS)}")
-    if not (fps > 0 and math.isfinite(fps)):
-        raise ValueError(f"fps must be a positive number, got {fps}")
-    frames = to_uint8(video)
-    rate = Fraction(fps).limit_denominator(1001)
-    with atomic_path(path) as tmp:
-        if suffix == ".mp4":
-            _write_mp4(tmp, frames, rate, crf)
-        else:
-            _write_gif(tmp, frames, rate)
-    return path
+    See `VideoWriter` (this is one piece of it): the same tensor gives a byte-identical file."""
+    with VideoWriter(path, fps=fps, crf=crf) as writer:
+        writer.write(video)
+    return Path(path)
 
 
 def image_grid(images: torch.Tensor, *, columns: int | None = None, padding: int = 2) -> torch.Tensor:

@@ -27,6 +27,8 @@ INTERPOLATION = "interpolation"
 OPTIONAL_PARTS: tuple[str, ...] = (TEMPORAL_DECODER, UPSAMPLER, INTERPOLATION)
 # A personalised folder (the dreambooth stage's export) says what it learned: {"instance_prompt": ..., ...}.
 PERSONALISATION = "personalisation.json"
+# A Video LDM folder whose temporal/ layers also predict (continue a clip from its last frames): the rollout's clip.
+PREDICTION = "prediction.json"
 
 # Inside each part: diffusers' file names, shared by the backbones and the temporal adapters.
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"

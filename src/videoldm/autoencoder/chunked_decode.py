@@ -80,3 +80,54 @@ def decode_in_chunks(
             out[i : i + 1, :, chunk.start : chunk.stop] += weights * frames
     assert out is not None
     return out / total.to(out.device, out.dtype).reshape(1, 1, -1, 1, 1)
+
+
+class StreamingDecoder:
+    """Decode latents that arrive piece by piece (a long rollout) in bounded memory, without a seam.
+
+    An output frame of a decoder whose temporal layers reach `radius` frames to either side (a temporal decoder with
+    per-frame norms: `TemporalDecoderAdapter.temporal_radius()`; 0 for the image decoder) depends only on the
+    latents within `radius` of it. So each call decodes the frames whose right-hand neighbours have all arrived,
+    with `radius` latents of context on both sides, and keeps only those frames: every frame is what one decode of
+    the whole clip gives it (up to float rounding). Memory: at most `chunk_size` + 2 * radius latents at once.
+
+    `decode`: (B, C, t, h, w) -> (B, C_out, t, H, W).
+    """
+
+    def __init__(self, decode: Callable[[torch.Tensor], torch.Tensor], *, radius: int, chunk_size: int = 64) -> None:
+        if radius < 0 or chunk_size < 1:
+            raise ValueError(f"need radius >= 0 and chunk_size >= 1, got {radius}, {chunk_size}")
+        self.decode = decode
+        self.radius = radius
+        self.chunk_size = chunk_size
+        self._latents: torch.Tensor | None = None  # the latents still needed, from frame self._first on
+        self._first = 0  # the clip index of self._latents[:, :, 0]
+        self._done = 0  # frames already returned
+
+    def push(self, latents: torch.Tensor) -> list[torch.Tensor]:
+        """Add the next latents (B, C, n, h, w); returns the decoded frames now final, as (B, C_out, t, H, W)
+        pieces in order (possibly none)."""
+        self._latents = latents if self._latents is None else torch.cat([self._latents, latents], dim=2)
+        return self._drain(final=False)
+
+    def flush(self) -> list[torch.Tensor]:
+        """Decode every frame still held (the clip has ended)."""
+        return self._drain(final=True) if self._latents is not None else []
+
+    def _drain(self, *, final: bool) -> list[torch.Tensor]:
+        assert self._latents is not None
+        out = []
+        while True:
+            end = self._first + self._latents.shape[2]  # frames that have arrived
+            ready = end if final else end - self.radius  # frames whose right context has arrived
+            stop = min(ready, self._done + self.chunk_size)
+            if stop <= self._done or (not final and stop - self._done < self.chunk_size):
+                return out
+            lo = max(self._first, self._done - self.radius)
+            hi = min(end, stop + self.radius)
+            frames = self.decode(self._latents[:, :, lo - self._first : hi - self._first])
+            out.append(frames[:, :, self._done - lo : stop - lo])
+            self._done = stop
+            keep = max(self._first, self._done - self.radius)  # left context of the next chunk
+            self._latents = self._latents[:, :, keep - self._first :]
+            self._first = keep

@@ -6,6 +6,7 @@ from videoldm.cli import (
     encode,  # noqa: F401
     evaluate_metrics,  # noqa: F401
     evaluate_shapes,  # noqa: F401
+    extend,  # noqa: F401
     generate,  # noqa: F401
     interpolate,  # noqa: F401
     reconstruct,  # noqa: F401

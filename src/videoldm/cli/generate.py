@@ -43,6 +43,11 @@ def generate(
     context_guidance: float | None = typer.Option(
         None, "--context-guidance", help="Context guidance of the stack's x4 passes (default 1: none)."
     ),
+    prediction_guidance: float | None = typer.Option(
+        None,
+        "--prediction-guidance",
+        help="Context guidance s of a rollout's predicted clips, for videos longer than one clip (default 1.5).",
+    ),
     seed: int | None = typer.Option(None, "--seed", help="Noise seed (default: a random one, put in the name)."),
     fps: float | None = typer.Option(
         None, "--fps", help="Frames per second written (default: 30 with the stack, key frames at fps/16; else 8)."
@@ -86,6 +91,7 @@ def generate(
 
     stack_folder = has_interpolation(folder) and not keyframes_only  # the stack's frame count and rate
     run_stack = stack_folder and not image_only
+    spec = _prediction_spec(folder)
     num_frames = _check_stack(
         num_frames,
         stack_folder=stack_folder,
@@ -93,7 +99,10 @@ def generate(
         interpolation_steps=interpolation_steps,
         interpolation_strength=interpolation_strength,
         context_guidance=context_guidance,
+        predicts=spec is not None,
     )
+    if prediction_guidance is not None and not 0 <= prediction_guidance < float("inf"):
+        fail(f"--prediction-guidance must be a number >= 0, got {prediction_guidance}")
     fps = (STACK_FPS if stack_folder else FPS) if fps is None else fps
     height, width = _check_size(folder, height, width)
     upscaler = _load_upscaler(folder, height, width) if upscale else None  # checked before sampling anything
@@ -103,8 +112,15 @@ def generate(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch_dtype = getattr(torch, _check_dtype(dtype, device))
 
-    from videoldm.io import write_video
-    from videoldm.pipelines.generate import VideoRequest, generate_video, keyframe_pipeline, load_pipeline
+    from videoldm.io import VideoWriter, write_video
+    from videoldm.pipelines.generate import (
+        VideoRequest,
+        generate_video,
+        keyframe_pipeline,
+        load_pipeline,
+        needs_rollout,
+        stream_video,
+    )
 
     try:
         pipe = load_pipeline(
@@ -138,7 +154,16 @@ def generate(
         interpolation_steps=interpolation_steps,
         interpolation_strength=interpolation_strength,
         context_guidance=context_guidance,
+        prediction_guidance=prediction_guidance,
     )
+    if spec is not None and needs_rollout(request, spec, stack=run_stack):
+        if upscaler is not None:
+            fail("--upscale: not with a rollout (more frames than one clip); upscale the written video instead")
+        with VideoWriter(output, fps=fps) as writer:  # piece by piece into a temporary file, renamed at the end
+            for piece in stream_video(pipe, request, spec):
+                writer.write(piece)
+        typer.echo(str(output))
+        return
     video = generate_video(pipe, request, upscaler=upscaler)
     typer.echo(str(write_video(output, video, fps=fps)))
 
@@ -151,11 +176,14 @@ def _check_stack(
     interpolation_steps: int | None,
     interpolation_strength: float | None,
     context_guidance: float | None,
+    predicts: bool,
 ) -> int:
     """The frame count (default: the stack's 113 in a folder with interpolation/, else 16), checked against the
-    stack's range when the stack runs; the stack's own options refused when it does not."""
+    stack's range when the stack runs (one clip of MAX_KEYFRAMES key frames, or a rollout up to
+    `rollout.MAX_FRAMES` with a prediction model); the stack's own options refused when it does not."""
     from videoldm.pipelines.generate import FRAMES
-    from videoldm.pipelines.stack import DEFAULT_KEYFRAMES, MAX_KEYFRAMES, stack_frames
+    from videoldm.pipelines.rollout import MAX_FRAMES, check_length
+    from videoldm.pipelines.stack import DEFAULT_KEYFRAMES, stack_frames
 
     if not run_stack:
         for name, value in (
@@ -176,13 +204,23 @@ def _check_stack(
         fail(f"--context-guidance must be a number >= 0, got {context_guidance}")
     if num_frames is None:
         return stack_frames(DEFAULT_KEYFRAMES) if stack_folder else FRAMES
-    most = stack_frames(MAX_KEYFRAMES)
-    if run_stack and not 2 <= num_frames <= most:
-        fail(
-            f"--num-frames must be in [2, {most}] with the stack ({MAX_KEYFRAMES} key frames at most; "
-            f"--keyframes-only for other counts), got {num_frames}"
-        )
+    if num_frames > MAX_FRAMES or (run_stack and num_frames < 2):
+        fail(f"--num-frames must be in [{2 if run_stack else 1}, {MAX_FRAMES}], got {num_frames}")
+    try:
+        check_length(num_frames, None, stack=run_stack and not predicts)
+    except ValueError as err:
+        fail(f"--num-frames: {err}; --keyframes-only for other counts")
     return num_frames
+
+
+def _prediction_spec(folder: Path):
+    """The folder's `PredictionSpec` (None: no prediction model); exit 2 when its prediction.json is broken."""
+    from videoldm.pipelines.rollout import PredictionSpec
+
+    try:
+        return PredictionSpec.read(folder)
+    except ValueError as err:
+        fail(f"--model {folder}: {err}")
 
 
 def _load_upscaler(folder: Path, height: int, width: int):

@@ -8,6 +8,7 @@ from videoldm.diffusion.guidance import (
     Guider,
     ModelInputs,
     NoGuidance,
+    context_guider,
     guided_prediction,
     text_guidance,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "ModelInputs",
     "NoGuidance",
     "StepCallback",
+    "context_guider",
     "guided_prediction",
     "make_scheduler",
     "sample_latents",

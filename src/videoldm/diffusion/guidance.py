@@ -144,6 +144,15 @@ def text_guidance(scale: float) -> Guider:
     return ClassifierFreeGuidance(scale) if scale > 1.0 else NoGuidance()
 
 
+def context_guider(context_scale: float, text_scale: float | None = None) -> Guider:
+    """The guider of a model given context frames: `ContextGuidance` when context_scale != 1 (text guidance
+    composed when `text_scale` > 1), else text guidance or none -- the context then goes to every branch."""
+    text_scale = text_scale if text_scale is not None and text_scale > 1 else None
+    if context_scale != 1:
+        return ContextGuidance(context_scale, text_scale=text_scale)
+    return NoGuidance() if text_scale is None else ClassifierFreeGuidance(text_scale)
+
+
 def guided_prediction(
     model: Callable[..., torch.Tensor],
     guider: Guider,

@@ -103,3 +103,32 @@ def sample_latents(
         if progress is not None:
             progress.update()
     return latents
+
+
+class GivenFrames:
+    """Frames a sampler is given (a prediction's first frames, an interpolation's every 4th): held at each step's
+    noise level -- what the model saw in training, where the whole clip is noised and the context holds the clean
+    frames -- and exactly clean after the last step.
+
+    clean: (B, C, T, h, w) latents (only the given frames are read); mask: (T,) bool, True where given; noise:
+    (B, C, T, h, w), the noise the sampler starts from (the given frames are noised with their part of it).
+    """
+
+    def __init__(self, scheduler: SchedulerMixin, clean: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor) -> None:
+        self.scheduler = scheduler
+        self.clean = clean
+        self.mask = mask.to(clean.device)[None, None, :, None, None]
+        self.noise = noise
+
+    def at(self, latents: torch.Tensor, index: int) -> torch.Tensor:
+        """`latents` with the given frames at the noise level of `scheduler.timesteps[index]` (clean past the end)."""
+        timesteps = self.scheduler.timesteps
+        if index >= len(timesteps):
+            given = self.clean
+        else:
+            given = self.scheduler.add_noise(self.clean, self.noise, timesteps[index].expand(self.clean.shape[0]))
+        return torch.where(self.mask, given.to(latents.dtype), latents)
+
+    def callback(self, i: int, _t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """The `sample_latents` callback: after step i, the given frames at step i + 1's level."""
+        return self.at(latents, i + 1)

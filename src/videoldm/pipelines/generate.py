@@ -9,6 +9,7 @@ value raises the pipelines' ValueError, and a folder that does not load raises O
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from tqdm.auto import tqdm
 from videoldm.diffusion import make_scheduler
 from videoldm.layout import INTERPOLATION, TEMPORAL, UPSAMPLER
 from videoldm.pipelines.pipeline_videoldm import VideoLDMPipeline
-from videoldm.pipelines.stack import DEFAULT_INTERPOLATION_STEPS, VideoLDMStackPipeline
+from videoldm.pipelines.rollout import DEFAULT_CONTEXT_GUIDANCE, PredictionSpec, stream_keyframes, stream_stack
+from videoldm.pipelines.stack import DEFAULT_INTERPOLATION_STEPS, VideoLDMStackPipeline, keyframes_for
 from videoldm.pipelines.upscale import DEFAULT_STEPS as UPSCALE_DEFAULT_STEPS
 from videoldm.pipelines.upscale import VideoUpscalePipeline
 
@@ -35,7 +37,9 @@ class VideoRequest:
 
     `num_frames` N is the output's frame count (with the stack: K = keyframes_for(N) key frames, interpolated and
     trimmed to N); `steps` and `guidance` are the key frames'; the `interpolation_*` and `context_guidance`
-    options are the stack's (None: its defaults). `keyframes_only` runs a stack pipeline's key-frame model alone.
+    options are the stack's (None: its defaults), `prediction_guidance` the context guidance of a rollout's
+    predicted clips (None: `rollout.DEFAULT_CONTEXT_GUIDANCE`). `keyframes_only` runs a stack pipeline's key-frame
+    model alone.
     """
 
     prompt: str
@@ -52,6 +56,7 @@ class VideoRequest:
     interpolation_steps: int | None = None
     interpolation_strength: float | None = None
     context_guidance: float | None = None
+    prediction_guidance: float | None = None
 
 
 def has_interpolation(folder: Path) -> bool:
@@ -148,3 +153,54 @@ def generate_video(
                 progress=bar,
             ).frames
     return video[0].cpu()
+
+
+def runs_stack(pipe: TextToVideo, request: VideoRequest) -> bool:
+    """Whether `request` runs the whole stack on `pipe` (else the key-frame model alone)."""
+    return isinstance(pipe, VideoLDMStackPipeline) and not request.keyframes_only and not request.image_only
+
+
+def needs_rollout(request: VideoRequest, spec: PredictionSpec | None, *, stack: bool) -> bool:
+    """Whether `request` is longer than one clip of the folder's prediction model (`spec`): then it is made by a
+    rollout and streamed (`stream_video`). Without a prediction model: never (one clip, whatever its length)."""
+    if spec is None or request.image_only:
+        return False
+    keyframes = keyframes_for(request.num_frames, max_keyframes=None) if stack else request.num_frames
+    return keyframes > spec.num_frames
+
+
+def stream_video(pipe: TextToVideo, request: VideoRequest, spec: PredictionSpec) -> Iterator[torch.Tensor]:
+    """`request` as a rollout (`pipelines.rollout`): pieces (3, n, H, W) in [-1, 1] on the CPU, N frames in all,
+    made and decoded piece by piece -- memory does not grow with N. Same request, same video."""
+    options = {
+        "height": request.height,
+        "width": request.width,
+        "num_inference_steps": request.steps,
+        "guidance_scale": request.guidance,
+        "negative_prompt": request.negative_prompt,
+        "generator": torch.Generator().manual_seed(request.seed),
+        "image_decoder": request.image_decoder,
+        "context_guidance_scale": (
+            DEFAULT_CONTEXT_GUIDANCE if request.prediction_guidance is None else request.prediction_guidance
+        ),
+    }
+    if runs_stack(pipe, request):
+        assert isinstance(pipe, VideoLDMStackPipeline)
+        pipe.set_progress_bar_config(unit="step")
+        strength = request.interpolation_strength
+        pieces = stream_stack(
+            pipe,
+            request.prompt,
+            num_frames=request.num_frames,
+            spec=spec,
+            interpolation_steps=request.interpolation_steps or DEFAULT_INTERPOLATION_STEPS,
+            **({} if strength is None else {"interpolation_strength": strength}),
+            interpolation_context_guidance_scale=1.0 if request.context_guidance is None else request.context_guidance,
+            **options,
+        )
+    else:
+        keyframes = keyframe_pipeline(pipe)
+        keyframes.set_progress_bar_config(desc="generating", unit="step")
+        pieces = stream_keyframes(keyframes, request.prompt, num_frames=request.num_frames, spec=spec, **options)
+    for piece in pieces:
+        yield piece[0].cpu()

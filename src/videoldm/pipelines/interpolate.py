@@ -34,22 +34,15 @@ from tqdm.auto import tqdm
 
 from videoldm import layout
 from videoldm.autoencoder import VideoAutoencoder
-from videoldm.diffusion.guidance import (
-    ClassifierFreeGuidance,
-    Conditioning,
-    ContextGuidance,
-    Guider,
-    NoGuidance,
-)
+from videoldm.diffusion.guidance import Conditioning, Guider, context_guider
 from videoldm.diffusion.masks import (
     INTERPOLATION_FACTOR,
     context_from_mask,
     interpolation_mask,
     linear_blend,
-    paste_frames,
     spread_frames,
 )
-from videoldm.diffusion.sampling import Generator, sample_latents, strength_start
+from videoldm.diffusion.sampling import Generator, GivenFrames, sample_latents, strength_start
 from videoldm.diffusion.windows import Window, WindowPlan, blend_windows
 from videoldm.loading import ModelGeometry, load_scheduler, load_text_encoder
 from videoldm.pipelines.folders import interpolation_part, read_interpolation_config
@@ -228,10 +221,7 @@ class VideoInterpolationPipeline:
 
     def guider(self, *, context_guidance_scale: float, guidance_scale: float, text_guidance: bool) -> Guider:
         """ContextGuidance when s != 1 (with text guidance composed when on), else text guidance or none."""
-        text_scale = guidance_scale if text_guidance and guidance_scale > 1 else None
-        if context_guidance_scale != 1:
-            return ContextGuidance(context_guidance_scale, text_scale=text_scale)
-        return NoGuidance() if text_scale is None else ClassifierFreeGuidance(text_scale)
+        return context_guider(context_guidance_scale, guidance_scale if text_guidance else None)
 
     def _denoise(
         self,
@@ -291,15 +281,8 @@ class VideoInterpolationPipeline:
             latents = self.scheduler.add_noise(linear_blend(given), noise, timesteps[start].expand(b))
         else:
             latents = noise * self.scheduler.init_noise_sigma
-        given_noise = noise[:, :, ::INTERPOLATION_FACTOR]
-
-        def hold_given(i: int, _t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-            """The given frames at the noise level of the next step (as in training), clean after the last."""
-            if i + 1 >= len(timesteps):
-                return paste_frames(z, given)
-            return paste_frames(z, self.scheduler.add_noise(given, given_noise, timesteps[i + 1].expand(b)))
-
-        latents = paste_frames(latents, self.scheduler.add_noise(given, given_noise, timesteps[start].expand(b)))
+        held = GivenFrames(self.scheduler, spread_frames(given), mask, noise)
+        latents = held.at(latents, start)
         plan = WindowPlan.of(t_out, h, w, chunk_size=window_frames, chunk_overlap=window_overlap)
         labels = None if condition is None else torch.full((b,), condition, dtype=torch.long, device=self.device)
         model = functools.partial(self._denoise, condition=labels, plan=plan)
@@ -310,11 +293,11 @@ class VideoInterpolationPipeline:
             cond=cond,
             guider=guider,
             generator=generator,
-            callback=hold_given,
+            callback=held.callback,
             progress=progress,
             start=start,
         )
-        return paste_frames(latents, given)  # exact, whatever the scheduler's last step did
+        return held.at(latents, len(timesteps))  # exact, whatever the scheduler's last step did
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()

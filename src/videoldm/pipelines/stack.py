@@ -49,13 +49,14 @@ def stack_frames(num_keyframes: int) -> int:
     return FACTOR * (num_keyframes - 1) + 1
 
 
-def keyframes_for(num_frames: int) -> int:
+def keyframes_for(num_frames: int, *, max_keyframes: int | None = MAX_KEYFRAMES) -> int:
     """The fewest key frames (>= 2) whose 16K - 15 frames cover `num_frames`; a ValueError outside
-    [2, stack_frames(MAX_KEYFRAMES)]."""
-    if not isinstance(num_frames, int) or not 2 <= num_frames <= stack_frames(MAX_KEYFRAMES):
+    [2, stack_frames(max_keyframes)] (None: no upper bound -- a rollout makes its key frames clip by clip)."""
+    most = float("inf") if max_keyframes is None else stack_frames(max_keyframes)
+    if not isinstance(num_frames, int) or not 2 <= num_frames <= most:
         raise ValueError(
-            f"num_frames must be an integer in [2, {stack_frames(MAX_KEYFRAMES)}] for the stack ({MAX_KEYFRAMES} key "
-            f"frames at most), got {num_frames!r}"
+            f"num_frames must be an integer in [2, {most}] for the stack ({max_keyframes} key frames at most in "
+            f"one clip), got {num_frames!r}"
         )
     return -(-(num_frames - 1) // FACTOR) + 1
 

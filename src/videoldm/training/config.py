@@ -125,6 +125,9 @@ class TrainConfig:
     # Interpolation stage: share of clips trained with an all-zero context (no given frames), so that the model
     # also predicts without the context -- the unconditional branch of context guidance (PAPER.md section 4).
     context_dropout: float = 0.0
+    # Prediction stage: the shares of clips given their first S = 0, 1, 2, ... frames as context (S = 0: no
+    # context, the key-frame model and context guidance's unconditional branch). Default (0.2, 0.2, 0.6).
+    context_frame_probs: list[float] | None = None
     # Dreambooth stage: the weight of the prior-preservation loss (the class half of each batch).
     prior_loss_weight: float = 1.0
     # Diffusion stages. "epsilon": the plain eps-MSE of the image LDM. "edm": each sample's loss in x0 terms

@@ -17,6 +17,7 @@ from videoldm.training.stages.diffusion import DiffusionLoss, DiffusionStage, no
 from videoldm.training.stages.dreambooth import DreamBoothStage
 from videoldm.training.stages.image import ImageStage
 from videoldm.training.stages.interpolation import InterpolationStage
+from videoldm.training.stages.prediction import PredictionStage
 from videoldm.training.stages.temporal import TemporalStage
 from videoldm.training.stages.upsampler import UpsamplerStage
 
@@ -28,6 +29,7 @@ STAGES: dict[str, type[Stage]] = {
     "upsampler": UpsamplerStage,
     "interpolation": InterpolationStage,
     "dreambooth": DreamBoothStage,
+    "prediction": PredictionStage,
 }
 
 

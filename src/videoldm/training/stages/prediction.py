@@ -1,0 +1,146 @@
+"""The prediction stage (PAPER.md section 4): the key-frame model's temporal layers, given a context encoder and
+trained to continue a clip from its first S frames, S drawn per clip from {0, 1, ..., len(probs) - 1}.
+
+One model, as in the paper: S = 0 is an all-zero context, which the bias-free `ContextEncoder` maps to all-zero
+features, so the same layers stay the text-to-video key-frame model (the `temporal/` every pipeline loads) and
+S = 0 is also the unconditional branch of context guidance. S = 1 starts a clip from one frame, S = 2 continues
+one from the last two frames of the previous clip (the rollout, `pipelines/rollout.py`). The loss counts the new
+frames only: the sampler holds the given frames at each step's noise level and pastes them back, as the
+interpolation pipeline does.
+
+Model: `model.pretrained`'s `temporal/` continued. When those layers have no context encoder yet (a key-frame
+model), a zero-initialised one is added (`with_context_encoder`): at step 0 the model is exactly the key-frame
+model. `model.fresh_temporal: true` builds new layers with `model.temporal`'s options instead. The export is a
+complete Video LDM folder (the pretrained folder's other parts copied) with `prediction.json`: the clip length,
+frame stride and number of context frames the rollout uses.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import UNet2DConditionModel
+from safetensors.torch import load_file
+from torch import nn
+
+from videoldm import layout
+from videoldm.diffusion.masks import context_from_mask
+from videoldm.temporal.adapter import TemporalAdapter
+from videoldm.training import batches as B
+from videoldm.training.cache import VideoCache
+from videoldm.training.config import ConfigError, RunConfig
+from videoldm.training.stages.diffusion import DiffusionStage
+from videoldm.video_unet import VideoUNet
+
+DEFAULT_CONTEXT_PROBS = (0.2, 0.2, 0.6)  # P(S = 0), P(S = 1), P(S = 2)
+ROLLOUT_CONTEXT = 2  # the rollout continues each clip from the previous clip's last 2 frames (PAPER.md section 4)
+# Copied from model.pretrained into the export when present (the stage writes unet/ and temporal/ itself).
+SHARED_PARTS = (layout.TEMPORAL_DECODER, layout.INTERPOLATION, layout.UPSAMPLER)
+
+
+def write_prediction_config(folder: Path, *, num_frames: int, frame_stride: int, context_frames: int) -> None:
+    """`prediction.json`: the clip the rollout predicts (frames, their spacing in source frames) and how many of
+    the previous clip's last frames it is given."""
+    config = {"num_frames": num_frames, "frame_stride": frame_stride, "context_frames": context_frames}
+    (folder / layout.PREDICTION).write_text(json.dumps(config, indent=2) + "\n")
+
+
+def with_context_encoder(unet: UNet2DConditionModel, temporal: Path) -> VideoUNet:
+    """`unet` with the temporal layers saved in `temporal` plus a new, zero-initialised context encoder: the
+    context projections are zero, so the model's output is the saved model's for any context."""
+    options = TemporalAdapter.options_from_dir(temporal)
+    options.pop("layer_specs")
+    options["context_in_channels"] = True
+    video_unet = VideoUNet.from_image_unet(unet, **options)
+    state = load_file(str(temporal / layout.WEIGHTS_NAME))
+    missing, unexpected = video_unet.temporal.load_state_dict(state, strict=False)
+    if unexpected:
+        raise ValueError(f"{temporal}: unexpected temporal parameters {sorted(unexpected)[:5]}")
+    not_context = [k for k in missing if not (k.startswith("context_encoder.") or k.endswith(".context_proj.weight"))]
+    if not_context:
+        raise ValueError(f"{temporal}: missing temporal parameters {not_context[:5]}")
+    return video_unet
+
+
+class PredictionStage(DiffusionStage):
+    continued_part = layout.TEMPORAL
+
+    @classmethod
+    def check_config(cls, config: RunConfig) -> None:
+        cls.require_pretrained(config)
+        cls._refuse_options_when_continuing(config)
+        probs = cls.context_probs(config)
+        if len(probs) < 1 or any(p < 0 for p in probs) or abs(sum(probs) - 1) > 1e-6:
+            raise ConfigError(f"train.context_frame_probs: shares of S = 0, 1, ... that sum to 1, got {probs}")
+        if len(probs) - 1 >= config.data.num_frames:
+            raise ConfigError(
+                f"train.context_frame_probs: up to {len(probs) - 1} context frames leave no new frame in clips of "
+                f"data.num_frames = {config.data.num_frames}"
+            )
+        if config.train.image_fraction:
+            raise ConfigError("train.image_fraction: not supported by stage 'prediction'")
+        if config.train.context_dropout:
+            raise ConfigError(
+                "train.context_dropout: stage 'prediction' drops the context as S = 0; set its share as "
+                "train.context_frame_probs[0]"
+            )
+
+    @staticmethod
+    def context_probs(config: RunConfig) -> list[float]:
+        probs = config.train.context_frame_probs
+        return list(DEFAULT_CONTEXT_PROBS if probs is None else probs)
+
+    def __init__(self, config: RunConfig) -> None:
+        super().__init__(config)
+        self.vae = self._load_vae()
+        unet = UNet2DConditionModel.from_pretrained(self._pretrained(layout.UNET), local_files_only=True)
+        options: dict[str, Any] = dict(config.model.temporal)
+        if not self._continues(config):
+            self.video_unet = VideoUNet.from_image_unet(unet, **{**options, "context_in_channels": True})
+        else:
+            self.video_unet = VideoUNet.from_image_unet(unet, temporal=self._pretrained(layout.TEMPORAL))
+            if self.video_unet.temporal.context_encoder is None:
+                self.video_unet = with_context_encoder(unet, self._pretrained(layout.TEMPORAL))
+        self.probs = torch.tensor(self.context_probs(config), dtype=torch.float64)
+        self.module = self._temporal_loss(self.video_unet)
+
+    def trainable(self) -> nn.Module:
+        return self.video_unet.temporal
+
+    def sampling_unet(self) -> tuple[VideoUNet, bool]:
+        return self.video_unet, False  # S = 0: the text-to-video samples and the direction probe
+
+    def batch(self, cache: VideoCache, g: torch.Generator) -> dict[str, torch.Tensor]:
+        """Clips: latents (B, c, T, h, w), caption embeddings (B, L, D), noise, one diffusion time per clip, the
+        context (B, c+1, T, h, w) of each clip's first S frames (S per clip; S = 0: all zero) and the loss mask
+        (B, T) (the frames not given)."""
+        assert cache.latents is not None
+        t, b = self.config.data.num_frames, self.config.train.batch_size
+        videos, starts = B.pick_clips(cache, batch_size=b, num_frames=t, generator=g)
+        latents = B.gather_clips(cache.latents, videos, starts, t).float()
+        text = B.text_for(cache, videos, dropout=self.config.train.caption_dropout, generator=g)
+        batch = self._diffusion_batch(latents, text, g)
+        given_count = torch.multinomial(self.probs, b, replacement=True, generator=g)
+        given = torch.arange(t)[None] < given_count[:, None]
+        batch["context"] = context_from_mask(latents, given)
+        batch["loss_mask"] = (~given).float()
+        return batch
+
+    def export(self, directory: Path, cache: VideoCache) -> None:
+        pretrained = self.config.model.pretrained
+        assert pretrained is not None
+        self.video_unet.save_pretrained(directory)
+        for part in SHARED_PARTS:
+            if (pretrained / part).is_dir():
+                shutil.copytree(pretrained / part, directory / part)
+        self._write_conditioning(directory)
+        write_prediction_config(
+            directory,
+            num_frames=self.config.data.num_frames,
+            frame_stride=self.config.data.frame_stride,
+            context_frames=min(ROLLOUT_CONTEXT, len(self.probs) - 1),
+        )
