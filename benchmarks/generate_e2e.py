@@ -26,6 +26,7 @@ import contextlib
 import functools
 import inspect
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -205,10 +206,11 @@ def cli_command() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "videoldm"]
 
 
-def time_cli(args: Sequence[str], *, command: Sequence[str] | None = None) -> dict[str, Any]:
+def time_cli(args: Sequence[str], *, command: Sequence[str] | None = None, keep: Path | None = None) -> dict[str, Any]:
     """`videoldm ARGS` in a fresh process, run in an empty temporary folder (the default output lands there):
     wall time (s) from process start to exit, its CPU seconds (user + system, all threads) and the process's own
-    peak RSS (MB), from wait4's rusage. `command`: another way to start the command (default `cli_command()`)."""
+    peak RSS (MB), from wait4's rusage. `command`: another way to start the command (default `cli_command()`);
+    `keep`: copy the written video there (else it goes with the temporary folder)."""
     root = str(Path(__file__).resolve().parent.parent)  # for a `command` that imports benchmarks.*
     env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
@@ -225,6 +227,8 @@ def time_cli(args: Sequence[str], *, command: Sequence[str] | None = None) -> di
             stderr = err.read().decode(errors="replace")[-2000:]
             raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}, videos {videos}:\n{stderr}")
         size = videos[0].stat().st_size
+        if keep is not None:
+            shutil.copyfile(videos[0], keep)
     cpu = usage.ru_utime + usage.ru_stime
     return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": usage.ru_maxrss / 1024, "mp4_bytes": size}
 

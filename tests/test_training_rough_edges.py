@@ -173,6 +173,7 @@ def test_fresh_temporal_is_refused_outside_the_temporal_stage(tmp_path, shapes):
     )
     with pytest.raises(
         ConfigError,
-        match=r"model\.fresh_temporal: only used by stages 'temporal' and 'interpolation', got stage 'autoencoder'",
+        match=r"model\.fresh_temporal: only used by stages 'temporal', 'interpolation' and 'prediction', got stage "
+        r"'autoencoder'",
     ):
         load_config(config)

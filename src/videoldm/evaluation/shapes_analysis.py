@@ -241,11 +241,42 @@ def _majority(values: list[str | None]) -> str | None:
     return counts.most_common(1)[0][0] if counts else None
 
 
-def analyse_video(video: torch.Tensor) -> VideoAnalysis:
-    """A shapes-world video (C, T, H, W) in [-1, 1] -> per-frame and per-video findings."""
+def _analyse_on_torus(rgb: np.ndarray) -> list[FrameAnalysis | None]:
+    """`_analyse` for a world that wraps around: each frame is rolled so that the object found last sits at the
+    centre (an object leaving one edge and re-entering at the other is then one blob), and its centroid is put
+    back on an unwrapped track: the step from the last centroid is taken modulo the frame size into
+    [-size / 2, size / 2). The first frame is rolled to its own largest blob first."""
+    size = np.array(rgb.shape[2:0:-1], dtype=np.float64)  # (W, H)
+    results: list[FrameAnalysis | None] = []
+    last: np.ndarray | None = None
+    for frame in rgb:
+        for attempt in range(2 if last is None else 1):
+            anchor = last if last is not None else None
+            shift = np.zeros(2) if anchor is None else np.floor(size / 2 - anchor)
+            rolled = np.roll(frame, (int(shift[1]), int(shift[0])), axis=(0, 1))
+            found = _analyse(rolled[None])[0]
+            if found is None:
+                break
+            centroid = np.array(found.centroid) - shift  # back in the frame's coordinates, up to whole turns
+            if anchor is not None:
+                centroid = anchor + (centroid - anchor + size / 2) % size - size / 2
+            if last is None and attempt == 0:  # roll the first frame to its object and look again
+                last = centroid % size
+                continue
+            found = FrameAnalysis(**{**found.__dict__, "centroid": (float(centroid[0]), float(centroid[1]))})
+        if found is not None:
+            last = np.array(found.centroid)
+        results.append(found)
+    return results
+
+
+def analyse_video(video: torch.Tensor, *, wrap: bool = False) -> VideoAnalysis:
+    """A shapes-world video (C, T, H, W) in [-1, 1] -> per-frame and per-video findings. `wrap`: a world that
+    wraps around (`videoldm data shapes --wrap`); the centroids are then an unwrapped track (`_analyse_on_torus`)."""
     if video.ndim != 4 or video.shape[0] != 3:
         raise ValueError(f"expected an RGB video (C=3, T, H, W), got shape {tuple(video.shape)}")
-    frames = _analyse(((video.detach().cpu().double().clamp(-1, 1) + 1) / 2).permute(1, 2, 3, 0).numpy())
+    rgb = ((video.detach().cpu().double().clamp(-1, 1) + 1) / 2).permute(1, 2, 3, 0).numpy()
+    frames = _analyse_on_torus(rgb) if wrap else _analyse(rgb)
     colours = [f.colour if f else None for f in frames]
     shapes = [f.shape if f else None for f in frames]
     centroids = [f.centroid if f else None for f in frames]

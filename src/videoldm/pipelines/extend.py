@@ -46,8 +46,10 @@ def extend_video(
     stride = context_stride(stack)
     indices = [t - 1 - stride * j for j in reversed(range(spec.context_frames))]
     start = autoencoder.encode(video[None, :, indices].to(keyframes.device))
-    radius = 0 if autoencoder.temporal is None else autoencoder.temporal.temporal_radius() or 16
-    decoder_context = autoencoder.encode(video[None, :, max(0, t - radius) :].to(keyframes.device))
+    # the decoder's left context at the seam: as many of the input's last latents as its temporal layers reach
+    radius = 0 if autoencoder.temporal is None or request.image_decoder else autoencoder.temporal.temporal_radius()
+    radius = 16 if radius is None else radius  # a clip-norm decoder reaches every frame: a window's worth
+    decoder_context = autoencoder.encode(video[None, :, t - min(t, radius) :].to(keyframes.device)) if radius else None
     guidance = request.guidance if request.prompt.strip() else 1.0  # no prompt: nothing to guide towards
     options = {
         "num_frames": request.num_frames - t,

@@ -51,12 +51,15 @@ def stage_class(config: RunConfig) -> type[Stage]:
             f"data.shards: shards hold latents and caption embeddings; stage {config.stage!r} trains on pixels: "
             "give it data.videos"
         )
-    if config.model.fresh_temporal and not issubclass(cls, TemporalStage | InterpolationStage):
+    if config.model.fresh_temporal and not issubclass(cls, TemporalStage | InterpolationStage | PredictionStage):
         raise ConfigError(
-            f"model.fresh_temporal: only used by stages 'temporal' and 'interpolation', got stage {config.stage!r}"
+            f"model.fresh_temporal: only used by stages 'temporal', 'interpolation' and 'prediction', got stage "
+            f"{config.stage!r}"
         )
     if config.train.context_dropout and not issubclass(cls, InterpolationStage):
         raise ConfigError(f"train.context_dropout: only used by stage 'interpolation', got stage {config.stage!r}")
+    if config.train.context_frame_probs is not None and cls is not PredictionStage:
+        raise ConfigError(f"train.context_frame_probs: only used by stage 'prediction', got stage {config.stage!r}")
     return cls
 
 

@@ -83,11 +83,6 @@ class PredictionStage(DiffusionStage):
             )
         if config.train.image_fraction:
             raise ConfigError("train.image_fraction: not supported by stage 'prediction'")
-        if config.train.context_dropout:
-            raise ConfigError(
-                "train.context_dropout: stage 'prediction' drops the context as S = 0; set its share as "
-                "train.context_frame_probs[0]"
-            )
 
     @staticmethod
     def context_probs(config: RunConfig) -> list[float]:
