@@ -121,6 +121,36 @@ def test_generate_rolls_out_past_one_clip(tmp_path, keyframe_model, stack_model)
     assert probe_video(out).num_frames == 70
 
 
+def test_conv_in_time_is_the_pipeline_within_one_window_and_any_length_beyond(tmp_path, keyframe_model):
+    from videoldm.pipelines.conv_in_time import conv_in_time_latents
+    from videoldm.pipelines.pipeline_videoldm import VideoLDMPipeline
+
+    pipe = VideoLDMPipeline.from_pretrained(keyframe_model)
+    pipe.set_progress_bar_config(disable=True)
+    options = {"num_inference_steps": 2, "output_type": "latent"}
+    clip = pipe("a red circle", num_frames=4, generator=torch.Generator().manual_seed(0), **options).frames
+    one = conv_in_time_latents(
+        pipe, "a red circle", num_frames=4, window=4, num_inference_steps=2, generator=torch.Generator().manual_seed(0)
+    )
+    assert torch.equal(one, clip)  # one window: exactly the pipeline's clip
+    long = conv_in_time_latents(
+        pipe,
+        "a red circle",
+        num_frames=10,
+        window=4,
+        overlap=2,
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert long.shape == (1, 4, 10, *clip.shape[-2:]) and torch.isfinite(long).all()
+
+    out = tmp_path / "cit.mp4"
+    args = ["generate", "a red circle", "--model", str(keyframe_model), "--num-frames", "11", "--conv-in-time"]
+    result = run(*args, "--steps", "2", "--output", str(out))
+    assert result.exit_code == 0, result.output
+    assert probe_video(out).num_frames == 11
+
+
 def test_extend_keeps_the_input_and_adds_frames(tmp_path, keyframe_model, stack_model, clip):
     source, _ = read_video(clip)
     for model, extra in ((keyframe_model, []), (stack_model, ["--prompt", "a red circle"])):

@@ -48,6 +48,11 @@ def generate(
         "--prediction-guidance",
         help="Context guidance s of a rollout's predicted clips, for videos longer than one clip (default 1.5).",
     ),
+    conv_in_time: bool = typer.Option(
+        False,
+        "--conv-in-time",
+        help="All key frames as one clip, the model on overlapping windows of its trained length (no rollout).",
+    ),
     seed: int | None = typer.Option(None, "--seed", help="Noise seed (default: a random one, put in the name)."),
     fps: float | None = typer.Option(
         None, "--fps", help="Frames per second written (default: 30 with the stack, key frames at fps/16; else 8)."
@@ -84,6 +89,8 @@ def generate(
             "--keyframes-only and --image-only exclude each other: --image-only samples every frame with the image "
             "model (no key frames, no interpolation)"
         )
+    if conv_in_time and image_only:
+        fail("--conv-in-time and --image-only exclude each other: --image-only samples every frame on its own")
     _check_output(output)
     folder = model_dir(model)
     # the run itself (`pipelines.generate`, shared with `videoldm serve`); imported here: `--help` stays fast
@@ -99,7 +106,7 @@ def generate(
         interpolation_steps=interpolation_steps,
         interpolation_strength=interpolation_strength,
         context_guidance=context_guidance,
-        predicts=spec is not None,
+        predicts=spec is not None or conv_in_time,
     )
     if prediction_guidance is not None and not 0 <= prediction_guidance < float("inf"):
         fail(f"--prediction-guidance must be a number >= 0, got {prediction_guidance}")
@@ -118,7 +125,7 @@ def generate(
         generate_video,
         keyframe_pipeline,
         load_pipeline,
-        needs_rollout,
+        needs_stream,
         stream_video,
     )
 
@@ -155,10 +162,11 @@ def generate(
         interpolation_strength=interpolation_strength,
         context_guidance=context_guidance,
         prediction_guidance=prediction_guidance,
+        conv_in_time=conv_in_time,
     )
-    if spec is not None and needs_rollout(request, spec, stack=run_stack):
+    if needs_stream(request, spec, stack=run_stack):
         if upscaler is not None:
-            fail("--upscale: not with a rollout (more frames than one clip); upscale the written video instead")
+            fail("--upscale: not with a rollout or --conv-in-time; upscale the written video instead")
         with VideoWriter(output, fps=fps) as writer:  # piece by piece into a temporary file, renamed at the end
             for piece in stream_video(pipe, request, spec):
                 writer.write(piece)

@@ -39,7 +39,8 @@ class VideoRequest:
     trimmed to N); `steps` and `guidance` are the key frames'; the `interpolation_*` and `context_guidance`
     options are the stack's (None: its defaults), `prediction_guidance` the context guidance of a rollout's
     predicted clips (None: `rollout.DEFAULT_CONTEXT_GUIDANCE`). `keyframes_only` runs a stack pipeline's key-frame
-    model alone.
+    model alone. `conv_in_time` samples all key frames as one clip, the model on overlapping windows of its
+    trained length (`pipelines.conv_in_time`), instead of a rollout.
     """
 
     prompt: str
@@ -57,6 +58,7 @@ class VideoRequest:
     interpolation_strength: float | None = None
     context_guidance: float | None = None
     prediction_guidance: float | None = None
+    conv_in_time: bool = False
 
 
 def has_interpolation(folder: Path) -> bool:
@@ -160,18 +162,23 @@ def runs_stack(pipe: TextToVideo, request: VideoRequest) -> bool:
     return isinstance(pipe, VideoLDMStackPipeline) and not request.keyframes_only and not request.image_only
 
 
-def needs_rollout(request: VideoRequest, spec: PredictionSpec | None, *, stack: bool) -> bool:
-    """Whether `request` is longer than one clip of the folder's prediction model (`spec`): then it is made by a
-    rollout and streamed (`stream_video`). Without a prediction model: never (one clip, whatever its length)."""
-    if spec is None or request.image_only:
+def needs_stream(request: VideoRequest, spec: PredictionSpec | None, *, stack: bool) -> bool:
+    """Whether `request` is made piece by piece (`stream_video`): conv-in-time, or longer than one clip of the
+    folder's prediction model (`spec`: a rollout). Without a prediction model a long request is one clip."""
+    if request.image_only:
+        return False
+    if request.conv_in_time:
+        return True
+    if spec is None:
         return False
     keyframes = keyframes_for(request.num_frames, max_keyframes=None) if stack else request.num_frames
     return keyframes > spec.num_frames
 
 
-def stream_video(pipe: TextToVideo, request: VideoRequest, spec: PredictionSpec) -> Iterator[torch.Tensor]:
-    """`request` as a rollout (`pipelines.rollout`): pieces (3, n, H, W) in [-1, 1] on the CPU, N frames in all,
-    made and decoded piece by piece -- memory does not grow with N. Same request, same video."""
+def stream_video(pipe: TextToVideo, request: VideoRequest, spec: PredictionSpec | None) -> Iterator[torch.Tensor]:
+    """`request` as a rollout or conv-in-time (`pipelines.rollout`): pieces (3, n, H, W) in [-1, 1] on the CPU,
+    N frames in all, interpolated and decoded piece by piece -- memory does not grow with N. Same request, same
+    video."""
     options = {
         "height": request.height,
         "width": request.width,
@@ -180,6 +187,7 @@ def stream_video(pipe: TextToVideo, request: VideoRequest, spec: PredictionSpec)
         "negative_prompt": request.negative_prompt,
         "generator": torch.Generator().manual_seed(request.seed),
         "image_decoder": request.image_decoder,
+        "conv_in_time": request.conv_in_time,
         "context_guidance_scale": (
             DEFAULT_CONTEXT_GUIDANCE if request.prediction_guidance is None else request.prediction_guidance
         ),

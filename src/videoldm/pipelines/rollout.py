@@ -33,10 +33,12 @@ from videoldm.autoencoder.chunked_decode import StreamingDecoder
 from videoldm.diffusion.guidance import Conditioning, Guider, context_guider
 from videoldm.diffusion.masks import context_from_mask
 from videoldm.diffusion.sampling import Generator, GivenFrames, sample_latents
+from videoldm.pipelines.conv_in_time import conv_in_time_latents
 from videoldm.pipelines.interpolate import DEFAULT_STRENGTH
 from videoldm.pipelines.pipeline_videoldm import VideoLDMPipeline
 from videoldm.pipelines.stack import (
     DEFAULT_INTERPOLATION_STEPS,
+    DEFAULT_KEYFRAMES,
     FACTOR,
     MAX_KEYFRAMES,
     VideoLDMStackPipeline,
@@ -209,7 +211,7 @@ def stream_stack(
     full-rate latents up to that frame, gives the decoder its left context at the seam. `options`: the key frames'
     sampling options (`height`, `width`, `num_inference_steps`, `guidance_scale`, `negative_prompt`).
     """
-    check_length(num_frames, spec, stack=True)
+    check_length(num_frames, spec, stack=True, conv_in_time=options.get("conv_in_time", False))
     # new key frames after start's last, or all of them
     num_keyframes = keyframes_for(num_frames, max_keyframes=None) if start is None else -(-num_frames // FACTOR)
     keyframes = _keyframes(
@@ -265,18 +267,18 @@ def stream_keyframes(
     """The key-frame model's video without interpolation, as decoded pieces (1, 3, n, H, W): one clip, or a
     rollout when `num_frames` is longer than the prediction clip (or `start` is given: see `stream_stack`, with
     consecutive frames). `options`: those of `rollout_latents`."""
-    check_length(num_frames, spec, stack=False)
+    check_length(num_frames, spec, stack=False, conv_in_time=options.get("conv_in_time", False))
     latents = _keyframes(pipe, prompt, num_frames=num_frames, spec=spec, start=start, **options)
     yield from decode_stream(pipe, latents, num_frames=num_frames, context=decoder_context, image_decoder=image_decoder)
 
 
-def check_length(num_frames: int, spec: PredictionSpec | None, *, stack: bool) -> None:
+def check_length(num_frames: int, spec: PredictionSpec | None, *, stack: bool, conv_in_time: bool = False) -> None:
     """A ValueError when `num_frames` output frames are more than one clip of a folder without a prediction model
     (the stack: `MAX_KEYFRAMES` key frames; the key-frame model alone: any count, as one clip) or than
     `MAX_FRAMES`."""
     if not isinstance(num_frames, int) or not 1 <= num_frames <= MAX_FRAMES:
         raise ValueError(f"num_frames must be an integer in [1, {MAX_FRAMES}], got {num_frames!r}")
-    if stack and spec is None and num_frames > stack_frames(MAX_KEYFRAMES):
+    if stack and spec is None and not conv_in_time and num_frames > stack_frames(MAX_KEYFRAMES):
         raise ValueError(
             f"num_frames {num_frames}: without a prediction model ({layout.PREDICTION}) the stack makes at most "
             f"{stack_frames(MAX_KEYFRAMES)} frames ({MAX_KEYFRAMES} key frames in one clip)"
@@ -329,10 +331,16 @@ def _keyframes(
     spec: PredictionSpec | None,
     start: torch.Tensor | None = None,
     context_guidance_scale: float = DEFAULT_CONTEXT_GUIDANCE,
+    conv_in_time: bool = False,
     **options: Any,
 ) -> Iterator[torch.Tensor]:
-    """`num_frames` key-frame latents as pieces: one clip (no prediction model, or one clip is enough) or a
-    rollout (from `start` when given)."""
+    """`num_frames` key-frame latents as pieces: one clip (no prediction model, or one clip is enough), one clip
+    sampled convolutionally in time (`conv_in_time`: windows of the trained clip length, `pipelines.conv_in_time`)
+    or a rollout (from `start` when given)."""
+    if conv_in_time and start is None:
+        window = spec.num_frames if spec is not None else DEFAULT_KEYFRAMES
+        yield conv_in_time_latents(pipe, prompt, num_frames=num_frames, window=window, **options)
+        return
     if start is None and (spec is None or num_frames <= spec.num_frames):
         yield pipe(prompt, num_frames=num_frames, output_type="latent", **options).frames
         return
