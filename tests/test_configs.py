@@ -23,6 +23,7 @@ SHIPPED = [
     "tiny-shapes/interpolation",
     "tiny-shapes/interpolation-continue",
     "tiny-shapes/keyframes",
+    "tiny-shapes/prediction",
     "tiny-shapes/temporal",
     "tiny-shapes/temporal-continue",
     "tiny-shapes/upsampler",

@@ -19,8 +19,6 @@ from typing import Any
 
 import torch
 
-from videoldm.diffusion.guidance import text_guidance
-from videoldm.diffusion.sampling import Generator, sample_latents
 from videoldm.diffusion.windows import WindowPlan, blend_windows
 from videoldm.pipelines.pipeline_videoldm import VideoLDMPipeline
 
@@ -32,54 +30,29 @@ def conv_in_time_latents(
     num_frames: int,
     window: int,
     overlap: int | None = None,
-    height: int | None = None,
-    width: int | None = None,
-    num_inference_steps: int = 25,
-    guidance_scale: float = 7.5,
-    negative_prompt: str | list[str] | None = None,
-    generator: Generator = None,
-    **_: Any,
+    **options: Any,
 ) -> torch.Tensor:
-    """`num_frames` latents (B, c, T, h, w) sampled as one clip, the model run on overlapping windows of `window`
-    frames (`overlap` shared; default half a window) at every step. One window when num_frames <= window: the
-    pipeline's own clip."""
+    """`num_frames` latents (B, c, T, h, w) sampled by `pipe` as one clip, the model run on overlapping windows of
+    `window` frames (`overlap` shared; default half a window) at every step. One window when num_frames <= window:
+    the pipeline's own clip. `options`: the pipeline's (`num_inference_steps`, `guidance_scale`, `generator`, ...).
+    """
     overlap = window // 2 if overlap is None else overlap
     if not 0 <= overlap < window:
         raise ValueError(f"overlap must be in [0, window={window}), got {overlap}")
-    geometry = pipe.geometry
-    height = geometry.default_size if height is None else height
-    width = geometry.default_size if width is None else width
-    pipe.check_inputs(
-        prompt,
-        num_frames=num_frames,
-        height=height,
-        width=width,
-        num_inference_steps=num_inference_steps,
-        guidance_scale=guidance_scale,
-        negative_prompt=negative_prompt,
-        output_type="latent",
-        decode_chunk_size=None,
-        num_videos_per_prompt=1,
-    )
-    guider = text_guidance(guidance_scale)
-    cond = pipe.encode_prompt(
-        prompt, negative_prompt=negative_prompt, do_classifier_free_guidance=guider.num_branches > 1
-    )
-    pipe.scheduler.set_timesteps(num_inference_steps, device=pipe.device)
-    latents = pipe.prepare_latents(
-        cond.text.shape[0], num_frames=num_frames, height=height, width=width, generator=generator
-    )
+    denoise = pipe._denoise
 
-    def model(sample: torch.Tensor, timestep: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+    def windowed(sample: torch.Tensor, timestep: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         plan = WindowPlan.of(*sample.shape[2:], chunk_size=window, chunk_overlap=overlap)
-        b, c = sample.shape[:2]
 
         def run(frames: tuple[slice, slice, slice]) -> torch.Tensor:
-            return pipe._denoise(sample[:, :, frames[0]], timestep, image_only=False, **kwargs)
+            return denoise(sample[:, :, frames[0]], timestep, **kwargs)
 
-        return blend_windows(run, plan, batch=b, channels=c, like=sample)
+        return blend_windows(run, plan, batch=sample.shape[0], channels=sample.shape[1], like=sample)
 
-    with pipe.progress_bar(total=num_inference_steps) as bar:
-        return sample_latents(
-            model, pipe.scheduler, latents, cond=cond, guider=guider, generator=generator, progress=bar
-        )
+    # The pipeline's one sampling call, its model closure windowed: an instance attribute shadows the method for
+    # this call only (the text-to-video model takes no context, so a window needs only its frames of the sample).
+    pipe._denoise = windowed
+    try:
+        return pipe(prompt, num_frames=num_frames, output_type="latent", **options).frames
+    finally:
+        del pipe._denoise

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import torch
 
-from videoldm.pipelines.generate import TextToVideo, VideoRequest, keyframe_pipeline, runs_stack
-from videoldm.pipelines.rollout import DEFAULT_CONTEXT_GUIDANCE, PredictionSpec, stream_keyframes, stream_stack
+from videoldm.pipelines.generate import TextToVideo, VideoRequest, keyframe_pipeline, runs_stack, sampling_options
+from videoldm.pipelines.rollout import PredictionSpec, stream_keyframes, stream_stack
 from videoldm.pipelines.stack import FACTOR, VideoLDMStackPipeline
 
 
@@ -50,21 +50,15 @@ def extend_video(
     radius = 0 if autoencoder.temporal is None or request.image_decoder else autoencoder.temporal.temporal_radius()
     radius = 16 if radius is None else radius  # a clip-norm decoder reaches every frame: a window's worth
     decoder_context = autoencoder.encode(video[None, :, t - min(t, radius) :].to(keyframes.device)) if radius else None
-    guidance = request.guidance if request.prompt.strip() else 1.0  # no prompt: nothing to guide towards
     options = {
+        **sampling_options(request, prediction=True),
         "num_frames": request.num_frames - t,
         "spec": spec,
         "start": start,
         "decoder_context": decoder_context,
-        "num_inference_steps": request.steps,
-        "guidance_scale": guidance,
-        "negative_prompt": request.negative_prompt,
-        "generator": torch.Generator().manual_seed(request.seed),
-        "image_decoder": request.image_decoder,
-        "context_guidance_scale": (
-            DEFAULT_CONTEXT_GUIDANCE if request.prediction_guidance is None else request.prediction_guidance
-        ),
     }
+    if not request.prompt.strip():
+        options["guidance_scale"] = 1.0  # no prompt: nothing to guide towards
     yield video
     if stack:
         assert isinstance(pipe, VideoLDMStackPipeline)

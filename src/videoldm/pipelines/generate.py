@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -120,17 +121,9 @@ def generate_video(
     Returns:
         (3, N, H, W) in [-1, 1] on the CPU (H, W multiplied by the upsampler's factor when upscaled).
     """
-    common = {
-        "num_frames": request.num_frames,
-        "height": request.height,
-        "width": request.width,
-        "num_inference_steps": request.steps,
-        "guidance_scale": request.guidance,
-        "negative_prompt": request.negative_prompt,
-        "generator": torch.Generator().manual_seed(request.seed),
-        "image_decoder": request.image_decoder,
-    }
-    if isinstance(pipe, VideoLDMStackPipeline) and not request.keyframes_only and not request.image_only:
+    common = {"num_frames": request.num_frames, **sampling_options(request)}
+    if runs_stack(pipe, request):
+        assert isinstance(pipe, VideoLDMStackPipeline)
         pipe.set_progress_bar_config(unit="step")
         strength = request.interpolation_strength
         video = pipe(
@@ -157,6 +150,24 @@ def generate_video(
     return video[0].cpu()
 
 
+def sampling_options(request: VideoRequest, *, prediction: bool = False) -> dict[str, Any]:
+    """The key frames' sampling options of `request` (and a rollout's context guidance with `prediction`), with
+    a new generator seeded by `request.seed`: the keyword arguments every text-to-video path shares."""
+    options = {
+        "height": request.height,
+        "width": request.width,
+        "num_inference_steps": request.steps,
+        "guidance_scale": request.guidance,
+        "negative_prompt": request.negative_prompt,
+        "generator": torch.Generator().manual_seed(request.seed),
+        "image_decoder": request.image_decoder,
+    }
+    if prediction:
+        guidance = request.prediction_guidance
+        options["context_guidance_scale"] = DEFAULT_CONTEXT_GUIDANCE if guidance is None else guidance
+    return options
+
+
 def runs_stack(pipe: TextToVideo, request: VideoRequest) -> bool:
     """Whether `request` runs the whole stack on `pipe` (else the key-frame model alone)."""
     return isinstance(pipe, VideoLDMStackPipeline) and not request.keyframes_only and not request.image_only
@@ -179,19 +190,7 @@ def stream_video(pipe: TextToVideo, request: VideoRequest, spec: PredictionSpec 
     """`request` as a rollout or conv-in-time (`pipelines.rollout`): pieces (3, n, H, W) in [-1, 1] on the CPU,
     N frames in all, interpolated and decoded piece by piece -- memory does not grow with N. Same request, same
     video."""
-    options = {
-        "height": request.height,
-        "width": request.width,
-        "num_inference_steps": request.steps,
-        "guidance_scale": request.guidance,
-        "negative_prompt": request.negative_prompt,
-        "generator": torch.Generator().manual_seed(request.seed),
-        "image_decoder": request.image_decoder,
-        "conv_in_time": request.conv_in_time,
-        "context_guidance_scale": (
-            DEFAULT_CONTEXT_GUIDANCE if request.prediction_guidance is None else request.prediction_guidance
-        ),
-    }
+    options = {**sampling_options(request, prediction=True), "conv_in_time": request.conv_in_time}
     if runs_stack(pipe, request):
         assert isinstance(pipe, VideoLDMStackPipeline)
         pipe.set_progress_bar_config(unit="step")
