@@ -216,3 +216,19 @@ def test_generate_without_a_prediction_model_refuses_more_than_one_clip(tmp_path
         assert result.exit_code == 2 and "prediction.json" in result.output and not out.exists()
     finally:
         write_prediction_config(stack_model, num_frames=CLIP, frame_stride=1, context_frames=2)
+
+
+def test_the_benchmark_scores_windows_on_the_unwrapped_track():
+    from benchmarks.long_video import score_windows
+
+    video = render_shapes_video("blue", "square", "left", rng=0, num_frames=60, speed=(3, 3), wrap=True)
+    assert score_windows("a blue square moving left", video, window=10, step=10) == {
+        "windows": 6,
+        "direction": 1.0,
+        "identity": 1.0,
+        "first_break": None,
+    }
+    backwards = score_windows("a blue square moving left", video.flip(1), window=10, step=10)
+    assert backwards["direction"] == 0.0 and backwards["identity"] == 1.0 and backwards["first_break"] == 0
+    recoloured = score_windows("a red square moving left", video, window=10, step=10)
+    assert recoloured["identity"] == 0.0 and recoloured["direction"] == 1.0

@@ -48,7 +48,7 @@ from videoldm.pipelines.stack import (
 
 DEFAULT_CONTEXT_GUIDANCE = 1.5  # s of the rollout's context guidance (docs/long-videos.md)
 INTERPOLATION_GAPS = 4  # key-frame gaps interpolated at once in a stream: 5 key frames -> 65 frames
-DECODE_CHUNK = 64  # frames decoded at once in a stream
+DECODE_CHUNK = 32  # frames kept per decode in a stream: with 2 x 17 frames of context, ~the 64 of one clip
 MAX_FRAMES = 10_000  # a stated guard (about an hour on a 2-core CPU), not a limit of the method
 
 
