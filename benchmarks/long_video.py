@@ -3,6 +3,7 @@ and does memory stay flat?
 
     python -m benchmarks.long_video quality --model DIR [--prompts 4] [--keyframes 64] [--seed 0]
     python -m benchmarks.long_video memory --model DIR [--frames 64 256 1000] [--keep DIR]
+    python -m benchmarks.long_video extend [--model DIR] [--videos 4] [--new-frames 96]
     python -m benchmarks.long_video video PATH --prompt "a red circle moving right"   (score a written video)
 
 `quality` makes, per prompt, K key frames (64: the key frames of 1,009 output frames, 16 apart) with each method
@@ -14,13 +15,15 @@ and scores them in windows of 4 key frames (3 gaps = 48 output frames, the issue
 A window is right when the fitted direction of the object's unwrapped track (`analyse_video(wrap=True)`: the world
 wraps around) is the prompt's, and keeps identity when one object of the prompt's colour and shape is tracked
 through it. `memory` runs `videoldm generate --num-frames N` in fresh processes: wall time, CPU time, peak RSS.
-`video` scores a written video (e.g. `memory --keep`'s 1,000 frames) in windows of 50 frames.
+`extend` measures `videoldm extend`'s seam; `video` scores a written video (e.g. `memory --keep`'s 1,000 frames)
+in windows of 50 frames.
 Results: benchmarks/results/long_video.md (each command rewrites its own section).
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -160,6 +163,60 @@ def video_section(path: Path, prompt: str) -> str:
     )
 
 
+def extend_seam(model: Path | None, *, videos: int, new_frames: int) -> str:
+    """`videoldm extend` on rendered wrapped-world clips (64 frames at 0.3 px per frame: the stack's key frames 4.8
+    px apart): where is the object in the first new frames, against where the input's motion puts it (a straight
+    line fitted to the input's last 32 frames)?"""
+    import math
+
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from videoldm.cli import app
+    from videoldm.data.shapes import render_shapes_video
+    from videoldm.io import read_video, write_video
+
+    rows, errors = [], []
+    for i, prompt in enumerate((PROMPTS * videos)[:videos]):
+        colour, shape, direction = parse_caption(prompt)
+        source = render_shapes_video(colour, shape, direction, rng=100 + i, num_frames=64, speed=(0.3, 0.3), wrap=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = write_video(Path(tmp) / "in.mp4", source, fps=30)
+            out = Path(tmp) / "out.mp4"
+            args = ["extend", str(path), "--num-frames", str(64 + new_frames), "--output", str(out), "--prompt", prompt]
+            args += [] if model is None else ["--model", str(model)]
+            started = time.perf_counter()
+            result = CliRunner().invoke(app, args)
+            if result.exit_code != 0:
+                raise SystemExit(result.output)
+            seconds = time.perf_counter() - started
+            video, _ = read_video(out)
+        track = analyse_video(video, wrap=True)
+        known = np.array([c for c in track.centroids[32:64] if c is not None])
+        t = np.arange(32, 32 + len(known))
+        fit = [np.polyfit(t, known[:, k], 1) for k in range(2)]
+        first = track.centroids[64]
+        expected = (np.polyval(fit[0], 64), np.polyval(fit[1], 64))
+        error = math.inf if first is None else math.dist(first, expected)
+        errors.append(error)
+        new = analyse_video(video[:, 64:], wrap=True)
+        kept = new.identity and (new.colour, new.shape) == (colour, shape)
+        rows.append(f"| {prompt} | {error:.2f} px | {new.direction} | {kept} | {seconds:.0f} s |")
+        print(rows[-1], flush=True)
+    shown = "the shipped model" if model is None else shown_path(model)
+    return (
+        f"## `videoldm extend`: continuity at the seam ({shown})\n\n"
+        f"`python -m benchmarks.long_video extend --videos {videos} --new-frames {new_frames}`; {machine_line()}. "
+        f"Inputs: 64 rendered frames of the wrapped world at 0.3 px per frame; {new_frames} new frames. Seam error: "
+        "the distance from the object's centroid in the first new frame to where a straight line fitted to the "
+        "input's last 32 frames puts it (the object is 14-20 px wide; it moves 0.3 px per frame). Then the new "
+        f"frames' direction and identity. Median seam error {float(np.median(errors)):.2f} px.\n\n"
+        "| input | seam error | new frames' direction | identity | time |\n|---|---|---|---|---|\n"
+        + "\n".join(rows)
+        + "\n"
+    )
+
+
 def update_results(section: str, path: Path = RESULTS / "long_video.md") -> Path:
     """Replace the section with the same `## ` title in the results file (or append it)."""
     title = section.splitlines()[0]
@@ -182,6 +239,10 @@ def main(argv: list[str] | None = None) -> None:
     m.add_argument("--model", type=Path)
     m.add_argument("--frames", type=int, nargs="+", default=[64, 256, 1000])
     m.add_argument("--keep", type=Path, help="Copy the written videos into this folder.")
+    e = sub.add_parser("extend")
+    e.add_argument("--model", type=Path)
+    e.add_argument("--videos", type=int, default=4)
+    e.add_argument("--new-frames", type=int, default=96)
     v = sub.add_parser("video")
     v.add_argument("path", type=Path)
     v.add_argument("--prompt", required=True)
@@ -192,6 +253,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.keep is not None:
             args.keep.mkdir(parents=True, exist_ok=True)
         section = memory(args.model, frames=args.frames, keep=args.keep)
+    elif args.command == "extend":
+        section = extend_seam(args.model, videos=args.videos, new_frames=args.new_frames)
     else:
         section = video_section(args.path, args.prompt)
     print(update_results(section))
