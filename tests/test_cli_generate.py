@@ -217,8 +217,9 @@ def test_keyframes_only_is_todays_generate(model_dir: Path, stack_dir: Path, tmp
 
 STACK_BAD_INPUT = [
     (["--keyframes-only", "--image-only"], "--keyframes-only and --image-only exclude each other"),
-    (["--num-frames", "1"], "--num-frames must be in [2, 1009] with the stack"),
-    (["--num-frames", "1010"], "--num-frames must be in [2, 1009] with the stack"),
+    (["--num-frames", "1"], "--num-frames must be in [2, 10000]"),
+    (["--num-frames", "10001"], "--num-frames must be in [2, 10000]"),
+    (["--num-frames", "1010"], "without a prediction model (prediction.json) the stack makes at most 1009 frames"),
     (["--interpolation-steps", "0"], "--interpolation-steps must be >= 1"),
     (["--context-guidance", "-1"], "--context-guidance must be a number >= 0"),
     (["--interpolation-strength", "1.5"], "--interpolation-strength must be in (0, 1]"),
