@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from diffusers import UNet2DConditionModel
 
 from test_interpolation_training import FRAMES, fake_cache
 from test_interpolation_training import image_model as image_model
 from test_interpolation_training import shapes as shapes
+from test_pipeline_fixtures import tiny_image_unet
 from test_training import write_config
 from videoldm import VideoUNet
 from videoldm.layout import INTERPOLATION, PREDICTION, TEMPORAL, UNET
@@ -41,18 +41,7 @@ def config(tmp: Path, shapes: Path, pretrained: Path, *, temporal=None, **train_
 
 
 def test_a_context_encoder_added_to_saved_layers_changes_nothing_until_trained(tmp_path):
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(32, 32),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=16,
-        norm_num_groups=8,
-    )
+    unet = tiny_image_unet(seed=0, cross_attention_dim=16)
     base = VideoUNet.from_image_unet(unet, kernel_size=(3, 1, 1))
     with torch.no_grad():
         for p in base.temporal.parameters():
