@@ -8,7 +8,7 @@ and does memory stay flat?
 
 `quality` makes, per prompt, K key frames (64: the key frames of 1,009 output frames, 16 apart) with each method
 and scores them in windows of 4 key frames (3 gaps = 48 output frames, the issue's ~50-frame windows):
-- prediction with context guidance (s = 1.5, the default) and without it (s = 1): the folder's rollout;
+- prediction with context guidance (s = 1.5) and without it (s = 1, the default): the folder's rollout;
 - independent clips concatenated: K / 8 clips of the key-frame model, each from new noise;
 - conv-in-time: all K key frames as one clip, the model on overlapping windows of its 8 frames (4 shared),
   blended at every step (`pipelines.conv_in_time`).

@@ -46,7 +46,7 @@ def generate(
     prediction_guidance: float | None = typer.Option(
         None,
         "--prediction-guidance",
-        help="Context guidance s of a rollout's predicted clips, for videos longer than one clip (default 1.5).",
+        help="Context guidance s of a rollout's predicted clips, for videos longer than one clip (default 1: none).",
     ),
     conv_in_time: bool = typer.Option(
         False,

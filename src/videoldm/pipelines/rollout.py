@@ -46,7 +46,7 @@ from videoldm.pipelines.stack import (
     stack_frames,
 )
 
-DEFAULT_CONTEXT_GUIDANCE = 1.5  # s of the rollout's context guidance (docs/long-videos.md)
+DEFAULT_CONTEXT_GUIDANCE = 1.0  # s of the rollout's context guidance: 1.5 measured worse (docs/long-videos.md)
 INTERPOLATION_GAPS = 4  # key-frame gaps interpolated at once in a stream: 5 key frames -> 65 frames
 DECODE_CHUNK = 32  # frames kept per decode in a stream: with 2 x 17 frames of context, ~the 64 of one clip
 MAX_FRAMES = 10_000  # a stated guard (about an hour on a 2-core CPU), not a limit of the method
