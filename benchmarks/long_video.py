@@ -132,7 +132,7 @@ def quality(model: Path, *, prompts: int, keyframes: int, seed: int) -> str:
 def memory(model: Path | None, *, frames: list[int], keep: Path | None) -> str:
     rows = []
     for n in frames:
-        args = ["a red circle moving right", "--num-frames", str(n), "--seed", "0"]
+        args = ["generate", "a red circle moving right", "--num-frames", str(n), "--seed", "0"]
         args += [] if model is None else ["--model", str(model)]
         result = time_cli(args, keep=None if keep is None else keep / f"generate-{n}.mp4")
         rows.append(
