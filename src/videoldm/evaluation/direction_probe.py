@@ -92,11 +92,13 @@ def direction_probe(
     guidance_scale: float = 7.5,
     seed: int = 0,
     image_only: bool = False,
+    wrap: bool = False,
 ) -> ProbeResult:
     """Run the probe with a `VideoLDMPipeline` (or anything with its call signature and `geometry`).
 
     Group g's four videos start from one noise tensor (1, c, T, h, w) drawn with seed `seed + g`; they are
-    decoded with the image decoder (the probe asks about motion, not the decoder) and analysed frame by frame.
+    decoded with the image decoder (the probe asks about motion, not the decoder) and analysed frame by frame;
+    `wrap`: for a model trained on the wrapping world (the object may leave one edge and re-enter at the other).
     """
     geometry = pipe.geometry
     size = geometry.sample_size
@@ -114,7 +116,7 @@ def direction_probe(
             image_only=image_only,
             image_decoder=True,
         ).frames
-        result.moved.append([analyse_video(v.float().cpu()).direction for v in videos])
+        result.moved.append([analyse_video(v.float().cpu(), wrap=wrap).direction for v in videos])
     return result
 
 
