@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import torch
 
 from videoldm.pipelines.generate import TextToVideo, VideoRequest, keyframe_pipeline, runs_stack, sampling_options
-from videoldm.pipelines.rollout import PredictionSpec, stream_keyframes, stream_stack
+from videoldm.pipelines.rollout import PredictionSpec, decoder_radius, stream_keyframes, stream_stack
 from videoldm.pipelines.stack import FACTOR, VideoLDMStackPipeline
 
 
@@ -47,8 +47,7 @@ def extend_video(
     indices = [t - 1 - stride * j for j in reversed(range(spec.context_frames))]
     start = autoencoder.encode(video[None, :, indices].to(keyframes.device))
     # the decoder's left context at the seam: as many of the input's last latents as its temporal layers reach
-    radius = 0 if autoencoder.temporal is None or request.image_decoder else autoencoder.temporal.temporal_radius()
-    radius = 16 if radius is None else radius  # a clip-norm decoder reaches every frame: a window's worth
+    radius = decoder_radius(autoencoder, image_decoder=request.image_decoder)
     decoder_context = autoencoder.encode(video[None, :, t - min(t, radius) :].to(keyframes.device)) if radius else None
     options = {
         **sampling_options(request, prediction=True),

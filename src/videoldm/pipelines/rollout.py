@@ -29,6 +29,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from videoldm import layout
+from videoldm.autoencoder import VideoAutoencoder
 from videoldm.autoencoder.chunked_decode import StreamingDecoder
 from videoldm.diffusion.guidance import Conditioning, Guider, context_guider
 from videoldm.diffusion.masks import context_from_mask
@@ -75,11 +76,6 @@ class PredictionSpec:
         if not 1 <= spec.context_frames < spec.num_frames:
             raise ValueError(f"{path}: context_frames must be in [1, num_frames), got {spec}")
         return spec
-
-    @property
-    def new_frames(self) -> int:
-        """Frames each predicted clip adds."""
-        return self.num_frames - self.context_frames
 
 
 def predict_clip(
@@ -285,6 +281,16 @@ def check_length(num_frames: int, spec: PredictionSpec | None, *, stack: bool, c
         )
 
 
+def decoder_radius(autoencoder: VideoAutoencoder, *, image_decoder: bool = False) -> int:
+    """Latent frames of context a streamed decode takes on each side: the temporal decoder's reach
+    (`temporal_radius()`), 0 for the image decoder, a quarter chunk for a clip-norm decoder (which reaches every
+    frame, so no context is exact)."""
+    if image_decoder or autoencoder.temporal is None:
+        return 0
+    radius = autoencoder.temporal.temporal_radius()
+    return DECODE_CHUNK // 4 if radius is None else radius
+
+
 def decode_stream(
     pipe: VideoLDMPipeline,
     latents: Iterator[torch.Tensor],
@@ -296,12 +302,10 @@ def decode_stream(
     """Latent pieces (B, c, n, h, w) in order -> decoded pieces (B, 3, n', H, W) in [-1, 1], the first
     `num_frames` frames in all, through a `StreamingDecoder` on the pipeline's autoencoder. `context`
     (B, c, m, h, w): latents before the first piece, decoded only as the decoder's left context (not yielded)."""
-    autoencoder = pipe.autoencoder
-    image_decoder = image_decoder or autoencoder.temporal is None
-    radius = 0 if image_decoder else autoencoder.temporal.temporal_radius()
+    image_decoder = image_decoder or pipe.autoencoder.temporal is None
     decoder = StreamingDecoder(
         lambda z: pipe.decode_latents(z, image_decoder=image_decoder),
-        radius=DECODE_CHUNK // 4 if radius is None else radius,  # a clip-norm decoder: a quarter chunk of context
+        radius=decoder_radius(pipe.autoencoder, image_decoder=image_decoder),
         chunk_size=DECODE_CHUNK,
     )
     skip = 0 if context is None else context.shape[2]
