@@ -11,6 +11,7 @@ from videoldm.diffusion import (
     ClassifierFreeGuidance,
     Conditioning,
     ContextGuidance,
+    MotionGuidance,
     NoGuidance,
     guided_prediction,
     text_guidance,
@@ -135,3 +136,55 @@ def test_context_guidance_composes_with_text_guidance(inputs, context_unet) -> N
     text_context = f(sample, 10, encoder_hidden_states=cond.text, context=cond.context)
     expected = uncond + 4.0 * (text - uncond) + 2.0 * (text_context - text)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.fixture
+def text_unet() -> VideoUNet:
+    """A tiny VideoUNet whose temporal layers read the text (cross-attention and the pooled prompt), trained-ish."""
+    model = VideoUNet.from_image_unet(tiny_unet(), cross_attention=True, pooled_text_channels=True).eval()
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for p in model.temporal.parameters():
+            p.add_(0.2 * torch.randn(p.shape, generator=g))
+    return model
+
+
+@torch.no_grad()
+def test_temporal_text_reaches_the_temporal_layers_alone(inputs, text_unet) -> None:
+    sample, cond = inputs
+    f = _predict(text_unet)
+    same = f(sample, 10, encoder_hidden_states=cond.text, temporal_encoder_hidden_states=cond.text)
+    torch.testing.assert_close(same, f(sample, 10, encoder_hidden_states=cond.text))  # the default: one text
+    other = f(sample, 10, encoder_hidden_states=cond.text, temporal_encoder_hidden_states=cond.negative_text)
+    assert (other - same).abs().max() > 1e-3  # the temporal layers read it
+    image = dict(encoder_hidden_states=cond.text, image_only=True)  # no temporal layers: nothing changes
+    torch.testing.assert_close(
+        text_unet(sample, 10, **image, temporal_encoder_hidden_states=cond.negative_text).sample,
+        text_unet(sample, 10, **image).sample,
+    )
+
+
+@torch.no_grad()
+def test_motion_guidance_formula_in_one_call(inputs, text_unet) -> None:
+    """f = f_u + s (f_s - f_u) + m (f_st - f_s); m = s is plain text guidance."""
+    sample, cond = inputs
+    cond.context = None
+    f = _predict(text_unet)
+    calls = []
+
+    def counting(sample, t, **kwargs):
+        calls.append(sample.shape[0])
+        return f(sample, t, **kwargs)
+
+    got = guided_prediction(counting, MotionGuidance(3.0, 9.0), sample, 10, cond)
+    assert calls == [3 * B]
+    uncond = f(sample, 10, encoder_hidden_states=cond.negative_text)
+    spatial = f(sample, 10, encoder_hidden_states=cond.text, temporal_encoder_hidden_states=cond.negative_text)
+    both = f(sample, 10, encoder_hidden_states=cond.text)
+    torch.testing.assert_close(got, uncond + 3.0 * (spatial - uncond) + 9.0 * (both - spatial), atol=1e-4, rtol=1e-4)
+    plain = guided_prediction(f, ClassifierFreeGuidance(3.0), sample, 10, cond)
+    torch.testing.assert_close(
+        guided_prediction(f, MotionGuidance(3.0, 3.0), sample, 10, cond), plain, atol=1e-5, rtol=1e-5
+    )
+    with pytest.raises(ValueError, match="negative_text"):
+        MotionGuidance(3.0, 9.0).prepare(sample, Conditioning(text=cond.text))

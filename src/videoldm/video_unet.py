@@ -103,6 +103,7 @@ class VideoUNet(VideoBackbone):
         timestep: torch.Tensor | float | int,
         encoder_hidden_states: torch.Tensor | None = None,
         *,
+        temporal_encoder_hidden_states: torch.Tensor | None = None,
         context: torch.Tensor | None = None,
         condition: torch.Tensor | None = None,
         image_only_indicator: torch.Tensor | None = None,
@@ -118,6 +119,8 @@ class VideoUNet(VideoBackbone):
             sample: (B, C_in, T, H, W) noisy latents (C_in includes any extra input channels of the UNet).
             timestep: scalar or (B,): one noise level per clip.
             encoder_hidden_states: (B, L, D) text states, shared by all frames of a clip.
+            temporal_encoder_hidden_states: (B, L, D) text states for the temporal layers alone (default: the
+                same as the spatial layers'); motion guidance gives them the negative prompt in one branch.
             context: (B, C_out + 1, T, H, W) = (mask * clean latents, mask) for prediction / interpolation.
             condition: (B,) long task condition in [0, num_conditions) (the interpolation stage, PAPER.md
                 section 5); needs a temporal adapter built with `num_conditions`.
@@ -129,11 +132,13 @@ class VideoUNet(VideoBackbone):
             `VideoUNetOutput` with sample (B, C_out, T, H, W), or a 1-tuple when return_dict is False.
         """
         self._check_inputs(sample, encoder_hidden_states, context, image_only_indicator)
+        if temporal_encoder_hidden_states is not None:
+            self._check_inputs(sample, temporal_encoder_hidden_states, None, None)
         b, _, t, _, _ = sample.shape
         per_frame = _FramesRepeat(b, t)
         state = UNetFrameState(
             num_frames=t,
-            text=encoder_hidden_states,
+            text=encoder_hidden_states if temporal_encoder_hidden_states is None else temporal_encoder_hidden_states,
             context=self._encode_context(context),
             image_only_indicator=image_only_indicator,
             condition=per_frame(self._embed_condition(condition, b)),
