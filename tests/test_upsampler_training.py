@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,16 @@ def test_temporal_layers_need_frame_norm(tmp_path, shapes):
         load_config(
             config(tmp_path, shapes, "bad", model={"pretrained": str(folder), "upsampler": {"scale_factor": 2}})
         )
+
+
+def test_temporal_layers_predict_what_the_image_upsampler_predicts(tmp_path, shapes):
+    """The temporal stage's loss must use the frozen image upsampler's parametrisation: a mismatch is refused."""
+    from upsampler_fixtures import save_tiny_model
+
+    folder = save_tiny_model(tmp_path / "image_model", temporal=False)
+    saved = json.loads((folder / "upsampler" / "scheduler" / "scheduler_config.json").read_text())["prediction_type"]
+    other = "v_prediction" if saved == "epsilon" else "epsilon"
+    model = {"pretrained": str(folder), "temporal": {"kernel_size": [3, 1, 1]}, "prediction_type": other}
+    with pytest.raises(ConfigError, match=f"model.prediction_type: '{other}', but .* predicts '{saved}'"):
+        load_config(config(tmp_path, shapes, "bad", model=model))
+    load_config(config(tmp_path, shapes, "good", model={**model, "prediction_type": saved}))

@@ -19,6 +19,7 @@ The export is a model folder with `upsampler/` (the sampler in `upsampler/schedu
 from __future__ import annotations
 
 import inspect
+import json
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,12 @@ from videoldm.upsampler import UpsamplerConfig, VideoUpsampler, downscale
 from videoldm.video_unet import VideoUNet
 
 PATCH_SIZE = 32  # default training patch, output pixels
+
+
+def _saved_prediction_type(folder: Path) -> str | None:
+    """What a saved upsampler predicts (its scheduler/ config), or None where it has no scheduler/."""
+    path = folder / layout.SCHEDULER / "scheduler_config.json"
+    return json.loads(path.read_text()).get("prediction_type", "epsilon") if path.is_file() else None
 
 
 class UpsamplerLoss(nn.Module):
@@ -87,6 +94,12 @@ class UpsamplerStage(DiffusionStage):
             if model.unet is not None:
                 raise ConfigError(
                     f"model.unet: leave it out: the UNet is {folder}'s (fine-tuned, or under temporal layers)"
+                )
+            saved = _saved_prediction_type(folder)
+            if saved is not None and saved != model.prediction_type:
+                raise ConfigError(
+                    f"model.prediction_type: {model.prediction_type!r}, but {folder}'s upsampler predicts {saved!r} "
+                    "(its scheduler/): give the same"
                 )
             fixed = sorted(set(options) - {"patch_size"})
             if fixed:
