@@ -3,6 +3,7 @@ them by name (a path that exists wins; an unknown name lists the shipped ones)."
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -51,7 +52,11 @@ def test_each_shipped_config_loads_and_passes_its_stage_checks(name, tmp_path, m
         if raw["stage"] == "upsampler":  # what the image upsampler's run exports
             from upsampler_fixtures import save_tiny_model
 
-            save_tiny_model(tmp_path / raw["model"]["pretrained"], temporal=False)
+            folder = save_tiny_model(tmp_path / raw["model"]["pretrained"], temporal=False)
+            scheduler = folder / "upsampler" / "scheduler" / "scheduler_config.json"  # predicting what the run says
+            saved = json.loads(scheduler.read_text())
+            saved["prediction_type"] = raw["model"].get("prediction_type", "epsilon")
+            scheduler.write_text(json.dumps(saved))
     config = load_config(shipped_config(name))
     assert config.stage in STAGES
     assert config.output_dir == tmp_path / raw["output_dir"]
