@@ -19,12 +19,11 @@ The export is a model folder with `upsampler/` (the sampler in `upsampler/schedu
 from __future__ import annotations
 
 import inspect
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import UNet2DConditionModel
+from diffusers import DDIMScheduler, UNet2DConditionModel
 from torch import nn
 
 from videoldm import layout
@@ -40,8 +39,10 @@ PATCH_SIZE = 32  # default training patch, output pixels
 
 def _saved_prediction_type(folder: Path) -> str | None:
     """What a saved upsampler predicts (its scheduler/ config), or None where it has no scheduler/."""
-    path = folder / layout.SCHEDULER / "scheduler_config.json"
-    return json.loads(path.read_text()).get("prediction_type", "epsilon") if path.is_file() else None
+    scheduler = folder / layout.SCHEDULER
+    if not scheduler.is_dir():
+        return None
+    return DDIMScheduler.load_config(scheduler).get("prediction_type", "epsilon")  # diffusers' reader, as the export's
 
 
 class UpsamplerLoss(nn.Module):
