@@ -183,3 +183,34 @@ def test_an_upsampler_shipped_in_fp16_loads_in_float32_and_upscales_alike(tmp_pa
         return p(low, num_inference_steps=2, generator=torch.Generator().manual_seed(0)).frames
 
     assert (run(shipped) - run(VideoUpscalePipeline.from_pretrained(folder))).abs().max() < 2e-2
+
+
+def test_a_residual_upsampler_adds_what_it_samples_to_the_bicubic_upscale(tmp_path):
+    """residual=True: the diffusion's sample is (frames - bicubic(input)) x residual_scale. An upsampler whose UNet
+    predicts a clean sample of zeros returns the bicubic upscale (a frame upsampler returns grey), and the option
+    survives saving."""
+    from diffusers import DDIMScheduler
+
+    low = video(t=3, size=8) * 0.5
+    residual = tiny_upsampler(temporal=False, residual=True, residual_scale=5.0)
+    high = video(t=3, size=16, seed=1)
+    target = residual.to_diffusion(high, low)
+    assert torch.allclose(target, (high - upscale_bicubic(low, 2)) * 5.0)
+    assert torch.allclose(residual.from_diffusion(target, low), high, atol=1e-6)
+    assert torch.equal(tiny_upsampler(temporal=False).to_diffusion(high, low), high)
+
+    scheduler = DDIMScheduler(num_train_timesteps=1000, prediction_type="sample", clip_sample=False)
+    outputs = {}
+    for flag in (True, False):
+        upsampler = tiny_upsampler(temporal=False, residual=flag, residual_scale=5.0)
+        with torch.no_grad():  # the UNet's output is the clean sample: all zeros
+            upsampler.video_unet.unet.conv_out.weight.zero_()
+            upsampler.video_unet.unet.conv_out.bias.zero_()
+        pipe = VideoUpscalePipeline(upsampler=upsampler, scheduler=scheduler)
+        outputs[flag] = pipe(low, num_inference_steps=3, generator=torch.Generator().manual_seed(0)).frames
+    assert torch.allclose(outputs[True], upscale_bicubic(low, 2).clamp(-1, 1), atol=1e-6)
+    assert outputs[False].abs().max() < 1e-6
+
+    VideoUpscalePipeline(upsampler=residual, scheduler=scheduler).save_pretrained(tmp_path)
+    loaded = VideoUpscalePipeline.from_pretrained(tmp_path).upsampler
+    assert loaded.config.residual is True and loaded.config.residual_scale == 5.0

@@ -57,6 +57,21 @@ def test_batches_are_aligned_patches_with_one_noise_level_per_clip(tmp_path, sha
     assert torch.isfinite(stage.module(**batch))
 
 
+def test_a_residual_upsampler_trains_on_the_scaled_residual_over_bicubic(tmp_path, shapes):
+    from videoldm.training.cache import prepare_cache
+    from videoldm.upsampler import downscale, upscale_bicubic
+
+    plain = build_stage(load_config(config(tmp_path, shapes, "plain", model=image_model(), num_frames=2)))
+    model = image_model()
+    model["upsampler"] = {**model["upsampler"], "residual": True, "residual_scale": 4.0}
+    residual = build_stage(load_config(config(tmp_path, shapes, "residual", model=model, num_frames=2)))
+    cache = prepare_cache(plain, plain.config, is_main=True, wait=lambda: None)
+    a, b = plain.batch(cache, step_generator(0, 3)), residual.batch(cache, step_generator(0, 3))
+    high = a["latents"]
+    assert torch.allclose(b["latents"], (high - upscale_bicubic(downscale(high, 2), 2)) * 4.0, atol=1e-6)
+    assert all(torch.equal(a[k], b[k]) for k in ("noise", "timesteps", "condition", "noise_level"))
+
+
 def test_image_then_temporal_upsampler_export_model_folders(tmp_path, shapes):
     image = train(load_config(config(tmp_path, shapes, "image", model=image_model())))
     part = image / "upsampler"

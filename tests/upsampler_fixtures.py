@@ -36,9 +36,9 @@ def randomise_temporal(upsampler: VideoUpsampler, *, seed: int = 0) -> None:
 
 
 def tiny_upsampler(
-    *, temporal: bool = True, temporal_norm: str = "frame", seed: int = 0, levels: int = 2
+    *, temporal: bool = True, temporal_norm: str = "frame", seed: int = 0, levels: int = 2, **options
 ) -> VideoUpsampler:
-    """`levels` 3: a third UNet level (output sizes multiples of 4)."""
+    """`levels` 3: a third UNet level (output sizes multiples of 4); `options`: more `UpsamplerConfig` values."""
     torch.manual_seed(seed)
     extra = levels - 2
     unet = UNet2DConditionModel(
@@ -49,7 +49,7 @@ def tiny_upsampler(
             "up_block_types": ["UpBlock2D"] * levels,
         }
     ).eval()
-    config = UpsamplerConfig(**TINY_UPSAMPLER_CONFIG)
+    config = UpsamplerConfig(**TINY_UPSAMPLER_CONFIG, **options)
     if not temporal:
         return VideoUpsampler.from_image_unet(unet, config=config)
     upsampler = VideoUpsampler.from_image_unet(unet, config=config, temporal_norm=temporal_norm)

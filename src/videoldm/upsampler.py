@@ -6,6 +6,10 @@ sample, so the UNet takes 2 x 3 channels and predicts 3. Pixel space, as the pap
 space of its own as SD's x4 upscaler: a second autoencoder would have to be trained and run first, and at a 2x
 factor a pixel UNet on 128 x 128 frames is cheap enough for a CPU (docs/upsampler.md). The low-resolution frames
 are resized to the output size (bicubic) before the concatenation, as in pixel-space cascades (SR3, Imagen).
+With `residual=True` the diffusion runs on the residual over that bicubic upscale, scaled by `residual_scale`
+(`to_diffusion` / `from_diffusion`): the grey levels and the low frequencies come from the input for free and the
+model only adds the detail the input lacks (SR3's and ResShift's residual; docs/upsampler.md shows why it matters
+at this scale).
 
 The denoiser is a `VideoUNet` -- the same hooks and temporal adapter as the generator's -- whose image UNet is the
 image upsampler: without temporal layers it upsamples each frame alone (the paper's baseline), with them the
@@ -41,16 +45,30 @@ class UpsamplerConfig(ConfigMixin):
         max_noise_level: training draws noise-augmentation levels in [0, max_noise_level) (SD's x4: 350); the
             UNet's class embedding must have at least that many entries.
         noise_level: the default level at inference (SD's x4 pipeline: 20).
+        residual: diffuse the residual over the bicubic upscale of the (clean) input instead of the frame.
+        residual_scale: the residual is multiplied by this before the diffusion (and divided after it), so that
+            its spread suits the noise schedule as the frame's does (the textured world's x2 residual has a std
+            of ~0.07 on the [-1, 1] scale: 5 brings it to ~0.37).
     """
 
     config_name = "upsampler_config.json"
 
     @register_to_config
-    def __init__(self, *, scale_factor: int = 2, max_noise_level: int = 350, noise_level: int = 20) -> None:
+    def __init__(
+        self,
+        *,
+        scale_factor: int = 2,
+        max_noise_level: int = 350,
+        noise_level: int = 20,
+        residual: bool = False,
+        residual_scale: float = 1.0,
+    ) -> None:
         if scale_factor not in (2, 4):
             raise ValueError(f"scale_factor must be 2 or 4, got {scale_factor}")
         if not 0 <= noise_level < max_noise_level:
             raise ValueError(f"noise_level must be in [0, max_noise_level={max_noise_level}), got {noise_level}")
+        if not residual_scale > 0:
+            raise ValueError(f"residual_scale must be positive, got {residual_scale}")
 
 
 def downscale(video: torch.Tensor, factor: int) -> torch.Tensor:
@@ -180,6 +198,20 @@ class VideoUpsampler(nn.Module):
                     f"{multiple} for this upsampler (2^{len(self.video_unet.unet.config.down_block_types) - 1} UNet "
                     f"downsamplings): use a {name} that is a multiple of {step}"
                 )
+
+    # ------------------------------------------------------------------ what the diffusion runs on
+    def to_diffusion(self, high_res: torch.Tensor, low_res: torch.Tensor) -> torch.Tensor:
+        """The diffusion's clean sample for frames (B, 3, T, H, W) whose low-resolution version is `low_res`
+        (B, 3, T, h, w): the frames themselves, or their scaled residual over the bicubic upscale (`residual`)."""
+        if not self.config.residual:
+            return high_res
+        return (high_res - upscale_bicubic(low_res.to(high_res.dtype), self.scale_factor)) * self.config.residual_scale
+
+    def from_diffusion(self, sample: torch.Tensor, low_res: torch.Tensor) -> torch.Tensor:
+        """The inverse of `to_diffusion`: a sampled (B, 3, T, H, W) -> frames (not clamped)."""
+        if not self.config.residual:
+            return sample
+        return upscale_bicubic(low_res.to(sample.dtype), self.scale_factor) + sample / self.config.residual_scale
 
     # ------------------------------------------------------------------ conditioning and forward
     def condition(self, low_res: torch.Tensor, noise_level: torch.Tensor, *, noise: torch.Tensor) -> torch.Tensor:

@@ -208,7 +208,7 @@ class VideoUpscalePipeline:
         model = functools.partial(
             self._denoise, condition=condition.to(self.dtype), noise_level=levels, plan=plan, image_only=image_only
         )
-        frames = sample_latents(
+        sample = sample_latents(
             model,
             self.scheduler,
             latents,
@@ -216,7 +216,8 @@ class VideoUpscalePipeline:
             guider=NoGuidance(),
             generator=generator,
             progress=progress,
-        ).clamp(-1, 1)
+        )
+        frames = self.upsampler.from_diffusion(sample, video.to(self.device)).clamp(-1, 1)
         if output_type == "np":
             frames = ((frames + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()
         return VideoUpscaleOutput(frames=frames) if return_dict else (frames,)

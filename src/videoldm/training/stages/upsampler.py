@@ -11,7 +11,8 @@ Two runs of one stage, as for the generator:
 A batch: clips of `data.num_frames` frames from the pixel cache (decoded at `data.size`, the output size), one
 random `patch_size` crop per clip (aligned to the factor), downscaled by area to the input size,
 noise-augmented at one level per clip in [0, max_noise_level) (`VideoUpsampler.condition`), and the diffusion
-loss (`DiffusionLoss`, one diffusion time per clip) on the high-resolution patch. `model.upsampler` holds the
+loss (`DiffusionLoss`, one diffusion time per clip) on the high-resolution patch (or its scaled residual over the
+bicubic upscale, for a `residual` upsampler: `VideoUpsampler.to_diffusion`). `model.upsampler` holds the
 `UpsamplerConfig` options (scale_factor, max_noise_level, noise_level) for a fresh upsampler, and `patch_size`.
 The export is a model folder with `upsampler/` (the sampler in `upsampler/scheduler/`).
 """
@@ -169,8 +170,8 @@ class UpsamplerStage(DiffusionStage):
         raise NotImplementedError("the upsampler stage writes no text-to-video samples")
 
     def batch(self, cache: VideoCache, g: torch.Generator) -> dict[str, torch.Tensor]:
-        """High-resolution patches (B, 3, T, P, P) as `latents`, their noise and diffusion times, the conditioning
-        (B, 3, T, P, P) from the area-downscaled patch and its noise levels (B,)."""
+        """High-resolution patches (B, 3, T, P, P) as `latents` (or their residuals), their noise and diffusion
+        times, the conditioning (B, 3, T, P, P) from the area-downscaled patch and its noise levels (B,)."""
         t, b = self.config.data.num_frames, self.config.train.batch_size
         scale = self.upsampler.scale_factor
         videos, frames = B.pick_clips(cache, batch_size=b, num_frames=t, generator=g)
@@ -186,7 +187,7 @@ class UpsamplerStage(DiffusionStage):
         low = downscale(high, scale)
         levels = torch.randint(self.upsampler.config.max_noise_level, (b,), generator=g)
         condition = self.upsampler.condition(low, levels, noise=torch.randn(low.shape, generator=g))
-        batch = self._diffusion_batch(high, None, g)
+        batch = self._diffusion_batch(self.upsampler.to_diffusion(high, low), None, g)
         del batch["text"]
         return {**batch, "condition": condition, "noise_level": levels}
 
