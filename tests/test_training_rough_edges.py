@@ -177,3 +177,22 @@ def test_fresh_temporal_is_refused_outside_the_temporal_stage(tmp_path, shapes):
         r"'autoencoder'",
     ):
         load_config(config)
+
+
+@pytest.mark.parametrize("stage", ["temporal", "interpolation", "prediction"])
+def test_layers_on_a_saved_denoiser_must_predict_what_it_predicts(tmp_path, shapes, image_model, stage):
+    """Temporal, interpolation and prediction layers train on the frozen saved UNet: its parametrisation (the
+    saved scheduler/'s prediction_type) must be the config's, or the loss trains layers against it."""
+    from diffusers import DDIMScheduler
+
+    folder, _ = _video_ldm_folder(tmp_path / "video_ldm", image_model)
+    DDIMScheduler(prediction_type="epsilon").save_pretrained(folder / "scheduler")
+    config = _edit(temporal_config(tmp_path, shapes, folder), model={"prediction_type": "v_prediction"})
+    raw = yaml.safe_load(config.read_text())
+    raw["stage"] = stage
+    del raw["model"]["temporal"]
+    config.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"model\.prediction_type: 'v_prediction', but .* predicts 'epsilon'"):
+        load_config(config)
+    if stage == "temporal":
+        load_config(_edit(config, model={"prediction_type": "epsilon"}))

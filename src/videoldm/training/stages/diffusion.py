@@ -129,6 +129,22 @@ class DiffusionStage(Stage):
         assert config.model.pretrained is not None and cls.continued_part is not None
         return not config.model.fresh_temporal and (config.model.pretrained / cls.continued_part).is_dir()
 
+    @staticmethod
+    def _require_saved_prediction_type(config: RunConfig, folder: Path | None = None) -> None:
+        """A stage that trains on a saved denoiser (frozen under new layers, continued or fine-tuned) must use its
+        parametrisation: an eps-trained UNet under layers trained to predict v gives neither. `folder` (default
+        `model.pretrained`) holds the saved sampler in scheduler/; without one nothing is checked."""
+        folder = config.model.pretrained if folder is None else folder
+        if folder is None or not (folder / layout.SCHEDULER).is_dir():
+            return
+        # diffusers' reader, as the export's writer; a config without the key predicts epsilon (diffusers' default)
+        saved = DDIMScheduler.load_config(folder / layout.SCHEDULER).get("prediction_type", "epsilon")
+        if saved != config.model.prediction_type:
+            raise ConfigError(
+                f"model.prediction_type: {config.model.prediction_type!r}, but {folder}'s denoiser predicts {saved!r} "
+                f"(its {layout.SCHEDULER}/): give the same"
+            )
+
     @classmethod
     def _refuse_options_when_continuing(cls, config: RunConfig) -> None:
         # Continuing takes the options from the folder's saved layers: different ones would not load.

@@ -67,6 +67,7 @@ class DreamBoothStage(ImageStage):
     @classmethod
     def check_config(cls, config: RunConfig) -> None:
         cls.require_pretrained(config)
+        cls._require_saved_prediction_type(config)
         data, pretrained = config.data, config.model.pretrained
         for part in (layout.UNET, layout.TEMPORAL):
             if not (pretrained / part).is_dir():

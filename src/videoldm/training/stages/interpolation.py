@@ -56,6 +56,7 @@ class InterpolationStage(DiffusionStage):
     @classmethod
     def check_config(cls, config: RunConfig) -> None:
         cls.require_pretrained(config)
+        cls._require_saved_prediction_type(config)
         try:
             given_count(config.data.num_frames)
         except ValueError as err:

@@ -72,6 +72,7 @@ class PredictionStage(DiffusionStage):
     @classmethod
     def check_config(cls, config: RunConfig) -> None:
         cls.require_pretrained(config)
+        cls._require_saved_prediction_type(config)
         cls._refuse_options_when_continuing(config)
         probs = cls.context_probs(config)
         if len(probs) < 1 or any(p < 0 for p in probs) or abs(sum(probs) - 1) > 1e-6:

@@ -28,6 +28,7 @@ class TemporalStage(DiffusionStage):
     @classmethod
     def check_config(cls, config: RunConfig) -> None:
         cls.require_pretrained(config)
+        cls._require_saved_prediction_type(config)
         cls._refuse_options_when_continuing(config)
 
     def __init__(self, config: RunConfig) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import DDIMScheduler, UNet2DConditionModel
+from diffusers import UNet2DConditionModel
 from torch import nn
 
 from videoldm import layout
@@ -36,14 +36,6 @@ from videoldm.upsampler import UpsamplerConfig, VideoUpsampler, downscale
 from videoldm.video_unet import VideoUNet
 
 PATCH_SIZE = 32  # default training patch, output pixels
-
-
-def _saved_prediction_type(folder: Path) -> str | None:
-    """What a saved upsampler predicts (its scheduler/ config), or None where it has no scheduler/."""
-    scheduler = folder / layout.SCHEDULER
-    if not scheduler.is_dir():
-        return None
-    return DDIMScheduler.load_config(scheduler).get("prediction_type", "epsilon")  # diffusers' reader, as the export's
 
 
 class UpsamplerLoss(nn.Module):
@@ -97,12 +89,7 @@ class UpsamplerStage(DiffusionStage):
                 raise ConfigError(
                     f"model.unet: leave it out: the UNet is {folder}'s (fine-tuned, or under temporal layers)"
                 )
-            saved = _saved_prediction_type(folder)
-            if saved is not None and saved != model.prediction_type:
-                raise ConfigError(
-                    f"model.prediction_type: {model.prediction_type!r}, but {folder}'s upsampler predicts {saved!r} "
-                    "(its scheduler/): give the same"
-                )
+            cls._require_saved_prediction_type(config, folder)
             fixed = sorted(set(options) - {"patch_size"})
             if fixed:
                 raise ConfigError(f"model.upsampler.{fixed[0]}: set by {folder}; only patch_size may be given")
