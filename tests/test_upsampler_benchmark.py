@@ -19,9 +19,19 @@ def test_benchmark_scores_every_method_and_writes_its_report(tmp_path):
     text = out.read_text()
     for method in upsampler_quality.METHODS:
         assert f"| {method} |" in text
-    assert "flicker ratio aligned / image" in text
+    assert "flicker ratio aligned / image" in text and "| detail |" in text
     cost = upsampler_quality.upscale_cost(baseline_mb=0.0, model=str(model), frames=3, size=32, steps=1, chunk_size=2)
     assert cost["s_per_frame"] > 0 and cost["peak_mb"] > 0
+
+
+def test_detail_is_what_a_method_adds_to_bicubic_relative_to_the_truth(tmp_path):
+    from videoldm.pipelines.upscale import VideoUpscalePipeline
+
+    pipe = VideoUpscalePipeline.from_pretrained(save_tiny_model(tmp_path / "model"))
+    truth = torch.rand((2, 3, 3, 16, 16), generator=torch.Generator().manual_seed(0)) - 0.5
+    scores = upsampler_quality.compare_upsamplers(pipe, truth, steps=1)
+    assert scores["bicubic"]["detail"] < 1e-6  # bicubic adds nothing to itself
+    assert scores["aligned"]["detail"] > 0.1  # an untrained upsampler adds noise
 
 
 def test_real_clips_are_pieces_of_the_wheels_footage(tmp_path):
