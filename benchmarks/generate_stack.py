@@ -34,9 +34,11 @@ from benchmarks.common import RESULTS, load_average, machine_header, machine_inf
 from benchmarks.generate_e2e import PROMPT, TARGET_CPUS, TARGET_SECONDS, stage_timer, time_cli
 from videoldm.assets import shipped_model_dir
 from videoldm.cli import app
+from videoldm.defaults import DEFAULT_STEPS
 
 # The default command on an idle 2-core CPU (AVX2), 2026-12-01, warm disk cache: 35.2 s of wall for 60.9 s of CPU
-# (the first quiet run of the day, cold: 42.7 s for 69.7 s -- the same ratio within 6 %).
+# (the first quiet run of the day, cold: 42.7 s for 69.7 s -- the same ratio within 6 %). Session 12, another AVX2
+# host, 25 key-frame steps: 25.5 s for 43.7 s (0.58 again); 15 steps (the new default): 22.4 s for 37.9 s.
 QUIET_WALL_PER_CPU = 35.2 / 60.9
 # The key-frame row is one clip of 8 frames: the stack's first stage alone (16 frames would be a prediction rollout).
 ROWS = {"default (the stack)": [], "--keyframes-only": ["--keyframes-only", "--num-frames", "8"]}
@@ -109,11 +111,12 @@ def write_results(
         model_note,
         "",
         "Each row: ONE cold command in a fresh process (interpreter start, imports, loading, sampling, decoding, "
-        "writing the mp4), `--seed 0`, otherwise the defaults: the stack = 8 key frames (25 DDIM steps, guidance "
-        "7.5) -> 29 -> 113 frames (5 DDIM steps per x4 pass at strength 0.4: the last 2 run, context guidance 1: one "
+        "writing the mp4), `--seed 0`, otherwise the defaults: the stack = 8 key frames "
+        f"({DEFAULT_STEPS} DDIM steps, guidance 7.5) -> 29 -> 113 frames (5 DDIM steps per x4 pass at strength 0.4: "
+        "the last 2 run, context guidance 1: one "
         "branch, windows of 9 frames) "
         "-> the temporal decoder once, 113 frames at 30 fps; `--keyframes-only --num-frames 8` = the stack's first "
-        "stage alone (8 key frames, 25 steps, one decode). `cpu_s`: the process's user + system seconds "
+        f"stage alone (8 key frames, {DEFAULT_STEPS} steps, one decode). `cpu_s`: the process's user + system seconds "
         f"(rusage). `quiet_estimate_s` = `cpu_s` x {QUIET_WALL_PER_CPU:.3f} (the default command's wall / CPU "
         "seconds on an idle 2-core CPU): its wall time on such a CPU "
         f"(target: the default <= {TARGET_SECONDS:g} s on a {TARGET_CPUS}-core CPU), judged on "

@@ -21,6 +21,7 @@ from pathlib import Path
 import typer
 
 from videoldm.cli.app import app, fail, model_dir
+from videoldm.defaults import DEFAULT_STEPS
 
 
 @app.command()
@@ -30,7 +31,7 @@ def generate(
     num_frames: int | None = typer.Option(
         None, "--num-frames", help="Frames of the video (default: 113 = 8 key frames x 16 with the stack, else 16)."
     ),
-    steps: int = typer.Option(25, "--steps", help="Denoising steps (of the key frames, with the stack)."),
+    steps: int = typer.Option(DEFAULT_STEPS, "--steps", help="Denoising steps (of the key frames, with the stack)."),
     interpolation_steps: int | None = typer.Option(
         None, "--interpolation-steps", help="Denoising steps of each x4 pass of the stack (default 5)."
     ),

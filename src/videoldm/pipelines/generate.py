@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from videoldm.defaults import DEFAULT_STEPS
 from videoldm.diffusion import make_scheduler
 from videoldm.layout import INTERPOLATION, TEMPORAL, UPSAMPLER
 from videoldm.pipelines.pipeline_videoldm import VideoLDMPipeline
@@ -49,7 +50,7 @@ class VideoRequest:
     height: int
     width: int
     seed: int
-    steps: int = 25
+    steps: int = DEFAULT_STEPS
     guidance: float = 7.5
     negative_prompt: str | None = None
     keyframes_only: bool = False

@@ -25,6 +25,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
 from videoldm.autoencoder import VideoAutoencoder
+from videoldm.defaults import DEFAULT_STEPS
 from videoldm.diffusion.guidance import Conditioning, Guider, text_guidance
 from videoldm.diffusion.sampling import Generator, sample_latents
 from videoldm.loading import ModelGeometry
@@ -264,7 +265,7 @@ class VideoLDMPipeline:
         num_frames: int = 16,
         height: int | None = None,
         width: int | None = None,
-        num_inference_steps: int = 25,
+        num_inference_steps: int = DEFAULT_STEPS,
         guidance_scale: float = 7.5,
         negative_prompt: str | list[str] | None = None,
         num_videos_per_prompt: int = 1,

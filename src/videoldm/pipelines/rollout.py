@@ -31,6 +31,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from videoldm import layout
 from videoldm.autoencoder import VideoAutoencoder
 from videoldm.autoencoder.chunked_decode import StreamingDecoder
+from videoldm.defaults import DEFAULT_STEPS
 from videoldm.diffusion.guidance import Conditioning, Guider, context_guider
 from videoldm.diffusion.masks import context_from_mask
 from videoldm.diffusion.sampling import Generator, GivenFrames, sample_latents
@@ -124,7 +125,7 @@ def rollout_latents(
     start: torch.Tensor | None = None,
     height: int | None = None,
     width: int | None = None,
-    num_inference_steps: int = 25,
+    num_inference_steps: int = DEFAULT_STEPS,
     guidance_scale: float = 7.5,
     context_guidance_scale: float = DEFAULT_CONTEXT_GUIDANCE,
     negative_prompt: str | list[str] | None = None,

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from diffusers.utils import BaseOutput
 
+from videoldm.defaults import DEFAULT_STEPS
 from videoldm.diffusion.masks import INTERPOLATION_FACTOR
 from videoldm.diffusion.sampling import Generator, strength_start
 from videoldm.loading import ModelGeometry
@@ -38,9 +39,9 @@ DEFAULT_KEYFRAMES = 8  # the paper's: 8 -> 29 -> 113 frames
 # Guards, not model limits: the key-frame model samples all key frames as one clip (its temporal attention spans
 # them all) and was trained on 8; 64 is 8x that, ~1,000 output frames.
 MAX_KEYFRAMES = 64
-# The interpolation passes' steps: 5 DDIM steps each (the key frames: 25). Each step of the two passes runs 18
-# windows of 9 frames (~10x the key frames' 8 frames x 2 branches), and the given frames pin every 4th frame; 5 is
-# what the 30 s target of `videoldm generate` leaves room for (docs/interpolation.md "The stack").
+# The interpolation passes' steps: 5 DDIM steps each (the key frames: DEFAULT_STEPS). Each step of the two passes
+# runs 18 windows of 9 frames (~10x the key frames' 8 frames x 2 branches), and the given frames pin every 4th
+# frame; 5 is what the 30 s target of `videoldm generate` leaves room for (docs/interpolation.md "The stack").
 DEFAULT_INTERPOLATION_STEPS = 5
 
 
@@ -133,7 +134,7 @@ class VideoLDMStackPipeline:
         num_frames: int | None = None,
         height: int | None = None,
         width: int | None = None,
-        num_inference_steps: int = 25,
+        num_inference_steps: int = DEFAULT_STEPS,
         interpolation_steps: int = DEFAULT_INTERPOLATION_STEPS,
         interpolation_strength: float = DEFAULT_STRENGTH,
         guidance_scale: float = 7.5,

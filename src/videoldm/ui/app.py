@@ -24,6 +24,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
 
+from videoldm.defaults import DEFAULT_STEPS
 from videoldm.ui.jobs import MAX_GUIDANCE, Form, Limits, VideoJobs, check_form
 from videoldm.ui.models import ModelChoice, find_models
 
@@ -123,7 +124,12 @@ def build_page(base: Path, limits: Limits, jobs: VideoJobs) -> gr.Blocks:
                     elem_id="frames",
                 )
                 steps = gr.Slider(
-                    1, limits.max_steps, value=min(25, limits.max_steps), step=1, label="Steps", elem_id="steps"
+                    1,
+                    limits.max_steps,
+                    value=min(DEFAULT_STEPS, limits.max_steps),
+                    step=1,
+                    label="Steps",
+                    elem_id="steps",
                 )
                 interpolate = gr.Checkbox(
                     value=first.interpolation,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from videoldm.defaults import DEFAULT_STEPS
 from videoldm.io import write_video
 from videoldm.pipelines.generate import (
     FPS,
@@ -65,7 +66,7 @@ class Form:
     negative_prompt: str = ""
     seed: float | None = -1
     frames: float | None = FRAMES
-    steps: float | None = 25
+    steps: float | None = DEFAULT_STEPS
     guidance: float | None = 7.5
     interpolate: bool = False
     upscale: bool = False
