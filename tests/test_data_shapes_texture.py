@@ -35,6 +35,11 @@ def test_texture_draws_come_after_the_others():
         assert textured.texture in ("static", "pan")
     assert clip("static").pan == (0.0, 0.0) and clip("pan").pan != (0.0, 0.0)
     assert {clip("mixed", seed=s).texture for s in range(12)} == {"static", "pan"}
+    # "any": plain clips among them, rendered exactly as a plain clip with the same draws
+    kinds = {s: clip("any", seed=s).texture for s in range(12)}
+    assert set(kinds.values()) == {None, "static", "pan"}
+    plain_seed = next(s for s, kind in kinds.items() if kind is None)
+    assert torch.equal(clip("any", seed=plain_seed).render(), clip(None, seed=plain_seed).render())
     with pytest.raises(ValueError, match="texture"):
         clip("wood")
 

@@ -31,8 +31,8 @@ def shapes(
     texture: str | None = typer.Option(
         None,
         "--texture",
-        help="Textured grey background with fine grain: static, pan (a slow camera) or mixed (one of the two per "
-        "clip). Default: the plain background.",
+        help="Textured grey background with fine grain: static, pan (a slow camera), mixed (one of the two per "
+        "clip) or any (plain, static or pan per clip). Default: the plain background.",
     ),
 ) -> None:
     """Write the shapes world: mp4 clips + captions.csv ('a red circle moving right', ...). Prints the folder."""

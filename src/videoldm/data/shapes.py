@@ -17,13 +17,14 @@ at a low rate and interpolates 3 frames between each pair twice (8 -> 29 -> 113 
 Everything is a function of the seed: clip i draws from `numpy.random.default_rng([seed, i])`, so the same seed
 gives byte-identical files and a bigger dataset starts with the smaller one's clips.
 
-Texture (`texture="static" | "pan" | "mixed"`, off by default): the grey background gains a grey texture --
-soft blotches plus a fine grain at the scale of the rendered pixel -- fixed in the world ("static") or panned by a
-slow camera ("pan", `PAN_SPEED`); "mixed" draws one of the two per clip. Per-frame processing (an image decoder,
-an image upsampler) flickers where detail is uncertain, and the plain world has almost none (docs/upsampler.md).
-The texture is periodic and band-limited and is moved by a phase shift in Fourier space, so a sub-pixel pan
-keeps its contrast in every frame: the true video has no flicker of its own. Its draws come after all others,
-so without a texture a seed gives the clips it always gave.
+Texture (`texture="static" | "pan" | "mixed" | "any"`, off by default): the grey background gains a grey texture -- soft
+blotches plus a fine grain at the scale of the rendered pixel -- fixed in the world ("static") or panned by a slow
+camera ("pan", `PAN_SPEED`); "mixed" draws one of the two per clip, "any" one of plain, static and pan (a model
+that must not add grain where the video has none, as an upsampler run after the plain world's generator). Per-frame
+processing (an image decoder, an image upsampler) flickers where detail is uncertain, and the plain world has
+almost none (docs/upsampler.md). The texture is periodic and band-limited and is moved by a phase shift in Fourier
+space, so a sub-pixel pan keeps its contrast in every frame: the true video has no flicker of its own. Its draws
+come after all others, so without a texture a seed gives the clips it always gave.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ PAPER_KEYFRAME_STRIDE = 16
 PAPER_SPEED = (0.25, 0.375)
 # Texture: contrast (std on the [0, 1] scale) of the blotches and of the grain; pan speed in px per frame at
 # size 64 (slow: a third of the object's default speed); grain up to GRAIN_CUTOFF cycles per rendered pixel.
-TEXTURES: tuple[str, ...] = ("static", "pan", "mixed")
+TEXTURES: tuple[str, ...] = ("static", "pan", "mixed", "any")
 BLOTCH_CONTRAST = (0.04, 0.08)
 GRAIN_CONTRAST = (0.03, 0.06)
 PAN_SPEED = (0.15, 0.35)
@@ -149,7 +150,7 @@ def sample_clip(
 
     `speed` (min, max) is in px per frame at size 64 (scaled with `size`). Without `wrap` the object stays fully
     visible: a clip too long for its speed is slowed down to fit. With `wrap` it starts anywhere and keeps its
-    speed. `texture`: None, "static", "pan" or "mixed" (see the module docstring). The draws without `wrap` and
+    speed. `texture`: None, "static", "pan", "mixed" or "any" (see the module docstring). The draws without `wrap` and
     `texture` are today's, in today's order: same seed, same clip.
     """
     parse_caption(f"a {colour} {shape} moving {direction}")  # validates the three words
@@ -196,11 +197,14 @@ def sample_clip(
 
 def _draw_texture(texture: str, rng: np.random.Generator, scale: float) -> dict:
     """The texture's draws (after all others, so untextured clips keep theirs) as ShapesClip fields."""
-    kind = texture if texture != "mixed" else ("static", "pan")[int(rng.integers(2))]
+    kinds = {"mixed": ("static", "pan"), "any": ("plain", "static", "pan")}.get(texture, (texture,))
+    kind = kinds[int(rng.integers(len(kinds)))] if len(kinds) > 1 else kinds[0]
     contrast = (float(rng.uniform(*BLOTCH_CONTRAST)), float(rng.uniform(*GRAIN_CONTRAST)))
     seed = int(rng.integers(2**63))
     angle, speed = rng.uniform(0, 2 * math.pi), rng.uniform(*PAN_SPEED) * scale
     pan = (float(speed * math.cos(angle)), float(speed * math.sin(angle))) if kind == "pan" else (0.0, 0.0)
+    if kind == "plain":  # drawn all the same: a clip's draws do not depend on its kind
+        return {}
     return {"texture": kind, "texture_seed": seed, "texture_contrast": contrast, "pan": pan}
 
 
