@@ -24,12 +24,18 @@ def shapes(tmp_path_factory) -> Path:
     return write_shapes_dataset(root, videos=4, seed=0, num_frames=8, size=32, texture="mixed")
 
 
-def config(tmp: Path, shapes: Path, name: str, *, model: dict, num_frames: int = 1) -> Path:
+def config(tmp: Path, shapes: Path, name: str, *, model: dict, num_frames: int = 1, patch_size: int = 16) -> Path:
     path = tmp / f"{name}.yaml"
     sections = {
         "stage": "upsampler",
         "output_dir": str(tmp / name),
-        "data": {"videos": str(shapes), "size": 32, "num_frames": num_frames, "cache_frames": 8},
+        "data": {
+            "videos": str(shapes),
+            "size": 32,
+            "num_frames": num_frames,
+            "cache_frames": 8,
+            "patch_size": patch_size,
+        },
         "model": model,
         "optim": {"lr": 1e-3},
         "train": {"max_steps": 2, "batch_size": 2, "checkpoint_every": 2, "log_every": 1},
@@ -39,7 +45,7 @@ def config(tmp: Path, shapes: Path, name: str, *, model: dict, num_frames: int =
 
 
 def image_model() -> dict:
-    return {"unet": TINY_UPSAMPLER_UNET, "upsampler": {**TINY_UPSAMPLER_CONFIG, "patch_size": 16}}
+    return {"unet": TINY_UPSAMPLER_UNET, "upsampler": dict(TINY_UPSAMPLER_CONFIG)}
 
 
 def test_batches_are_aligned_patches_with_one_noise_level_per_clip(tmp_path, shapes):
@@ -77,7 +83,7 @@ def test_image_then_temporal_upsampler_export_model_folders(tmp_path, shapes):
     part = image / "upsampler"
     assert {p.name for p in part.iterdir()} >= {"unet", "scheduler", "low_res_scheduler", "upsampler_config.json"}
     assert not (part / "temporal").exists()
-    temporal_model = {"pretrained": str(image), "temporal": {"kernel_size": [3, 1, 1]}, "upsampler": {"patch_size": 16}}
+    temporal_model = {"pretrained": str(image), "temporal": {"kernel_size": [3, 1, 1]}}
     video = train(load_config(config(tmp_path, shapes, "temporal", model=temporal_model, num_frames=4)))
     assert (video / "upsampler" / "temporal").is_dir()
     pipe = VideoUpscalePipeline.from_pretrained(video)
@@ -92,16 +98,22 @@ def test_image_then_temporal_upsampler_export_model_folders(tmp_path, shapes):
 @pytest.mark.parametrize(
     ("model", "message"),
     [
-        ({"upsampler": {"patch_size": 16}}, "model.unet: required"),
+        ({}, "model.unet: required"),
         ({**image_model(), "upsampler": {"scale_factor": 3}}, "model.upsampler: scale_factor must be 2 or 4"),
         ({**image_model(), "upsampler": {"patch": 16}}, "model.upsampler.patch: unknown key"),
-        ({**image_model(), "upsampler": {"patch_size": 15}}, "model.upsampler.patch_size"),
         ({**image_model(), "temporal": {"kernel_size": [3, 1, 1]}}, "model.temporal: the temporal layers go on"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, shapes, model, message):
     with pytest.raises(ConfigError, match=message):
         load_config(config(tmp_path, shapes, "bad", model=model))
+
+
+@pytest.mark.parametrize("patch_size", [15, 0, 64])
+def test_patch_size_must_lie_on_the_input_grid_within_the_frame(tmp_path, shapes, patch_size):
+    path = config(tmp_path, shapes, "bad", model=image_model(), patch_size=patch_size)
+    with pytest.raises(ConfigError, match=r"data.patch_size: a multiple of the scale_factor \(2\) up to data.size"):
+        load_config(path)
 
 
 def test_temporal_layers_need_frame_norm(tmp_path, shapes):

@@ -108,6 +108,17 @@ def gather_clips(
     return clips.permute(0, 2, 1, 3, 4)
 
 
+def random_corners(batch_size: int, size: int, patch: int, *, grid: int, generator: torch.Generator) -> torch.Tensor:
+    """(B, 2) top-left (y, x) corners of random `patch` x `patch` crops of `size` x `size` frames, on a lattice of
+    `grid` pixels (so the crop of a frame and of its latents or low-resolution version line up)."""
+    return torch.randint((size - patch) // grid + 1, (batch_size, 2), generator=generator) * grid
+
+
+def crop(x: torch.Tensor, corners: torch.Tensor, patch: int) -> torch.Tensor:
+    """x (B, ..., H, W) -> (B, ..., patch, patch): each item cut at its (y, x) corner of `corners` (B, 2)."""
+    return torch.stack([c[..., y : y + patch, x : x + patch] for c, (y, x) in zip(x, corners.tolist(), strict=True)])
+
+
 def to_unit_range(pixels: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float [-1, 1]."""
     return pixels.float() / 127.5 - 1

@@ -53,6 +53,10 @@ class DataConfig:
     frame_stride: int = 1
     max_videos: int | None = None
     random_flip: bool = False  # off for the shapes world: a flip turns "moving left" into "moving right"
+    # decoder / upsampler stages: one random square crop of this many pixels per clip, on the latent grid / the
+    # upsampler's input grid (None: whole frames; the upsampler: 32). Convolutions see the same content at a
+    # fraction of the cost; the temporal layers' reach is in time, not space.
+    patch_size: int | None = None
     cache_dir: Path | None = None  # default: output_dir/cache; stages may share one
 
     @property
@@ -77,7 +81,7 @@ class ModelConfig:
     temporal: dict[str, Any] = field(default_factory=dict)  # TemporalAdapter options for the temporal stage
     fresh_temporal: bool = False  # temporal stage only: new layers even when pretrained/ has temporal/
     temporal_decoder: dict[str, Any] = field(default_factory=dict)  # options for the decoder stage
-    upsampler: dict[str, Any] = field(default_factory=dict)  # upsampler stage: UpsamplerConfig options, patch_size
+    upsampler: dict[str, Any] = field(default_factory=dict)  # upsampler stage: UpsamplerConfig options
     text_encoder: str = "builtin:all-MiniLM-L6-v2"  # or a local folder with a transformers model + tokenizer
     text_max_length: int = BUILTIN_MAX_LENGTH
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"

@@ -58,6 +58,8 @@ def stage_class(config: RunConfig) -> type[Stage]:
         )
     if config.train.context_dropout and not issubclass(cls, InterpolationStage):
         raise ConfigError(f"train.context_dropout: only used by stage 'interpolation', got stage {config.stage!r}")
+    if config.data.patch_size is not None and cls not in (DecoderStage, UpsamplerStage):
+        raise ConfigError(f"data.patch_size: only used by stages 'decoder' and 'upsampler', got stage {config.stage!r}")
     if config.train.context_frame_probs is not None and cls is not PredictionStage:
         raise ConfigError(f"train.context_frame_probs: only used by stage 'prediction', got stage {config.stage!r}")
     return cls

@@ -9,11 +9,11 @@ Two runs of one stage, as for the generator:
   image upsampler in `model.pretrained`'s `upsampler/`; a folder with `upsampler/temporal/` is continued.
 
 A batch: clips of `data.num_frames` frames from the pixel cache (decoded at `data.size`, the output size), one
-random `patch_size` crop per clip (aligned to the factor), downscaled by area to the input size,
+random `data.patch_size` crop per clip (default 32, aligned to the factor), downscaled by area to the input size,
 noise-augmented at one level per clip in [0, max_noise_level) (`VideoUpsampler.condition`), and the diffusion
 loss (`DiffusionLoss`, one diffusion time per clip) on the high-resolution patch (or its scaled residual over the
 bicubic upscale, for a `residual` upsampler: `VideoUpsampler.to_diffusion`). `model.upsampler` holds the
-`UpsamplerConfig` options (scale_factor, max_noise_level, noise_level) for a fresh upsampler, and `patch_size`.
+`UpsamplerConfig` options (scale_factor, max_noise_level, noise_level) for a fresh upsampler.
 The export is a model folder with `upsampler/` (the sampler in `upsampler/scheduler/`).
 """
 
@@ -68,7 +68,7 @@ class UpsamplerStage(DiffusionStage):
         for key in ("sample_every", "probe_every"):
             if getattr(config.train, key):
                 raise ConfigError(f"train.{key}: not supported by stage 'upsampler' (it samples no text-to-video)")
-        known = {*inspect.signature(UpsamplerConfig.__init__).parameters} - {"self"} | {"patch_size"}
+        known = {*inspect.signature(UpsamplerConfig.__init__).parameters} - {"self"}
         unknown = sorted(set(options) - known)
         if unknown:
             raise ConfigError(f"model.upsampler.{unknown[0]}: unknown key; known keys: {sorted(known)}")
@@ -81,7 +81,7 @@ class UpsamplerStage(DiffusionStage):
                     "model.temporal: the temporal layers go on a trained image upsampler (model.pretrained)"
                 )
             try:
-                UpsamplerConfig(**{k: v for k, v in options.items() if k != "patch_size"})
+                UpsamplerConfig(**options)
             except (TypeError, ValueError) as err:
                 raise ConfigError(f"model.upsampler: {err}") from err
         else:
@@ -90,9 +90,8 @@ class UpsamplerStage(DiffusionStage):
                     f"model.unet: leave it out: the UNet is {folder}'s (fine-tuned, or under temporal layers)"
                 )
             cls._require_saved_prediction_type(config, folder)
-            fixed = sorted(set(options) - {"patch_size"})
-            if fixed:
-                raise ConfigError(f"model.upsampler.{fixed[0]}: set by {folder}; only patch_size may be given")
+            if options:
+                raise ConfigError(f"model.upsampler.{sorted(options)[0]}: set by {folder}; leave it out")
             if model.temporal and (folder / layout.TEMPORAL).is_dir():
                 raise ConfigError(
                     f"model.temporal: {folder} has temporal layers already; leave it out to continue them"
@@ -105,12 +104,7 @@ class UpsamplerStage(DiffusionStage):
         scale = (
             options.get("scale_factor", 2) if folder is None else UpsamplerConfig.load_config(folder)["scale_factor"]
         )
-        patch = options.get("patch_size", PATCH_SIZE)
-        if not isinstance(patch, int) or patch % scale or not scale <= patch <= config.data.size:
-            raise ConfigError(
-                f"model.upsampler.patch_size: a multiple of scale_factor ({scale}) up to data.size "
-                f"({config.data.size}), got {patch!r}"
-            )
+        cls.check_patch_size(config, grid=scale, default=PATCH_SIZE, grid_name="scale_factor")
         if config.data.size % scale:
             raise ConfigError(f"data.size: must be a multiple of scale_factor ({scale}), got {config.data.size}")
 
@@ -126,7 +120,7 @@ class UpsamplerStage(DiffusionStage):
     def __init__(self, config: RunConfig) -> None:
         super().__init__(config)
         options: dict[str, Any] = dict(config.model.upsampler)
-        self.patch_size = options.pop("patch_size", PATCH_SIZE)
+        self.patch_size = PATCH_SIZE if config.data.patch_size is None else config.data.patch_size
         folder = self._pretrained_upsampler(config)
         self.temporal = bool(config.model.temporal) or (folder is not None and (folder / layout.TEMPORAL).is_dir())
         if folder is None:
@@ -164,11 +158,7 @@ class UpsamplerStage(DiffusionStage):
         videos, frames = B.pick_clips(cache, batch_size=b, num_frames=t, generator=g)
         clips = B.gather_clips(cache.pixels, videos, frames, t)  # uint8 (B, 3, T, H, W)
         size, patch = clips.shape[-1], self.patch_size
-        corners = torch.randint((size - patch) // scale + 1, (b, 2), generator=g) * scale  # (y, x), on the grid
-        high = torch.stack(
-            [c[..., y : y + patch, x : x + patch] for c, (y, x) in zip(clips, corners.tolist(), strict=True)]
-        )
-        high = B.to_unit_range(high)
+        high = B.to_unit_range(B.crop(clips, B.random_corners(b, size, patch, grid=scale, generator=g), patch))
         if self.config.data.random_flip:
             high = B.flip(high, g)
         low = downscale(high, scale)
