@@ -60,6 +60,7 @@ def compare_upsamplers(
     seed: int = 0,
     chunk_size: int | None = 16,
     noise_level: int | None = None,
+    input_guidance_scale: float = 1.0,
 ) -> dict[str, dict[str, float]]:
     """Mean flicker / PSNR / SSIM per method over true videos (N, 3, T, H, W) in [-1, 1]."""
     factor = pipe.upsampler.scale_factor
@@ -78,6 +79,7 @@ def compare_upsamplers(
                 generator=torch.Generator().manual_seed(seed + i),
                 chunk_size=chunk_size,
                 image_only=method == "image",
+                input_guidance_scale=input_guidance_scale,
             ).frames
         for method, out in outputs.items():
             scores[method]["flicker"].append(temporal_flicker(out, clip))
@@ -141,6 +143,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--size", type=int, default=None, help="output size (default: 64 x the upsampler's factor)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--chunk-size", type=int, default=16)
+    parser.add_argument("--input-guidance", type=float, default=1.0, help="input guidance scale (both upsamplers)")
     parser.add_argument("--cost-frames", type=int, nargs="*", default=[16, 113])
     parser.add_argument("--output", type=Path, default=RESULTS / "upsampler_quality.md")
     args = parser.parse_args(argv)
@@ -160,8 +163,11 @@ def main(argv: list[str] | None = None) -> Path:
                 f"{args.num_videos} held-out shapes-world clips (seed {HELD_OUT_SEED}), {args.frames} frames at "
                 f"{size}x{size}, background {background}"
             )
-        quality = compare_upsamplers(pipe, truth, steps=args.steps, chunk_size=args.chunk_size)
-        sections.append(quality_section(quality, described=f"{described}, {args.steps} steps"))
+        quality = compare_upsamplers(
+            pipe, truth, steps=args.steps, chunk_size=args.chunk_size, input_guidance_scale=args.input_guidance
+        )
+        guidance = f", input guidance {args.input_guidance:g}" if args.input_guidance != 1 else ""
+        sections.append(quality_section(quality, described=f"{described}, {args.steps} steps{guidance}"))
     costs = [
         {
             "frames": n,

@@ -112,7 +112,7 @@ def test_config_errors_name_the_key(tmp_path, shapes, image_model):
         model={"pretrained": str(image_model)},
         train={"context_dropout": 0.1},
     )
-    with pytest.raises(ConfigError, match=r"train\.context_dropout: only used by stage 'interpolation'"):
+    with pytest.raises(ConfigError, match=r"train\.context_dropout: only used by stages 'interpolation' and"):
         load_config(temporal)
 
 

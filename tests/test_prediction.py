@@ -80,7 +80,7 @@ def test_config_errors_name_the_key(tmp_path, shapes, image_model):
         load_config(config(tmp_path, shapes, image_model, context_frame_probs=[0.5, 0.6]))
     with pytest.raises(ConfigError, match=r"train\.context_frame_probs: up to 5 context frames"):
         load_config(config(tmp_path, shapes, image_model, context_frame_probs=[0, 0, 0, 0, 0, 1]))
-    with pytest.raises(ConfigError, match=r"train\.context_dropout: only used by stage 'interpolation'"):
+    with pytest.raises(ConfigError, match=r"train\.context_dropout: only used by stages 'interpolation' and"):
         load_config(config(tmp_path, shapes, image_model, context_dropout=0.1))
     interpolation = write_config(
         tmp_path / "i.yaml",

@@ -87,7 +87,7 @@ def test_windowed_prediction_is_exact_where_the_receptive_field_fits():
     level = torch.tensor([3])
     windowed = WindowPlan.of(64, 8, 8, chunk_size=40, chunk_overlap=4)
     whole = WindowPlan.of(64, 8, 8)
-    kwargs = {"condition": c, "noise_level": level, "image_only": False}
+    kwargs = {"context": c, "noise_level": level, "image_only": False}  # the input, as the guider passes it
     with torch.no_grad():
         out = pipe._denoise(x, torch.tensor(400), plan=windowed, **kwargs)
         reference = pipe._denoise(x, torch.tensor(400), plan=whole, **kwargs)
@@ -214,3 +214,17 @@ def test_a_residual_upsampler_adds_what_it_samples_to_the_bicubic_upscale(tmp_pa
     VideoUpscalePipeline(upsampler=residual, scheduler=scheduler).save_pretrained(tmp_path)
     loaded = VideoUpscalePipeline.from_pretrained(tmp_path).upsampler
     assert loaded.config.residual is True and loaded.config.residual_scale == 5.0
+
+
+def test_input_guidance_mixes_a_branch_with_the_input_and_one_with_an_all_zero_input():
+    pipe = tiny_pipeline()
+    a, b = video(t=4, size=8), video(t=4, size=8, seed=7)
+
+    def run(low: torch.Tensor, scale: float) -> torch.Tensor:
+        g = torch.Generator().manual_seed(0)
+        return pipe(low, num_inference_steps=2, generator=g, chunk_size=None, input_guidance_scale=scale).frames
+
+    assert torch.equal(run(a, 1.0), pipe(a, num_inference_steps=2, generator=torch.Generator().manual_seed(0)).frames)
+    # s = 0 keeps only the branch without the input: the frames no longer depend on it (a frame upsampler)
+    assert torch.allclose(run(a, 0.0), run(b, 0.0), atol=1e-6) and not torch.allclose(run(a, 1.0), run(b, 1.0))
+    assert not torch.allclose(run(a, 2.0), run(a, 1.0))  # s > 1 pushes further along (with - without)

@@ -15,13 +15,14 @@ def test_benchmark_scores_every_method_and_writes_its_report(tmp_path):
     model = save_tiny_model(tmp_path / "model")
     out = tmp_path / "report.md"
     args = ["--model", str(model), "--num-videos", "1", "--frames", "3", "--steps", "1", "--size", "32"]
-    args += ["--texture", "plain", "pan"]  # one table per background
+    args += ["--texture", "plain", "pan", "--input-guidance", "2"]  # one table per background
     upsampler_quality.main([*args, "--cost-frames", "--output", str(out)])  # no fresh processes: slow imports
     text = out.read_text()
     for method in upsampler_quality.METHODS:
         assert text.count(f"| {method} |") == 2
     assert text.count("flicker ratio aligned / image") == 2 and "| detail |" in text
     assert text.index("background plain") < text.index("background pan")
+    assert text.count("input guidance 2") == 2
     cost = upsampler_quality.upscale_cost(baseline_mb=0.0, model=str(model), frames=3, size=32, steps=1, chunk_size=2)
     assert cost["s_per_frame"] > 0 and cost["peak_mb"] > 0
 

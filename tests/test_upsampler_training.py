@@ -63,6 +63,23 @@ def test_batches_are_aligned_patches_with_one_noise_level_per_clip(tmp_path, sha
     assert torch.isfinite(stage.module(**batch))
 
 
+def test_context_dropout_zeroes_the_input_of_that_share_of_clips(tmp_path, shapes):
+    from videoldm.training.cache import prepare_cache
+
+    path = config(tmp_path, shapes, "dropout", model=image_model(), num_frames=2)
+    raw = yaml.safe_load(path.read_text())
+    kept = build_stage(load_config(path))
+    cache = prepare_cache(kept, kept.config, is_main=True, wait=lambda: None)
+    path.write_text(yaml.safe_dump({**raw, "train": {**raw["train"], "batch_size": 4, "context_dropout": 1.0}}))
+    dropped = build_stage(load_config(path)).batch(cache, step_generator(0, 0))
+    assert dropped["condition"].shape[0] == 4 and (dropped["condition"] == 0).all()
+    assert all(c.abs().sum() > 0 for c in kept.batch(cache, step_generator(0, 0))["condition"])  # share 0
+    assert dropped["noise_level"].shape == (4,)  # the level is still given: the input is absent, not noisier
+    path.write_text(yaml.safe_dump({**raw, "train": {**raw["train"], "context_dropout": 1.5}}))
+    with pytest.raises(ConfigError, match=r"train.context_dropout: a share in \[0, 1\], got 1.5"):
+        load_config(path)
+
+
 def test_a_residual_upsampler_trains_on_the_scaled_residual_over_bicubic(tmp_path, shapes):
     from videoldm.training.cache import prepare_cache
     from videoldm.upsampler import downscale, upscale_bicubic

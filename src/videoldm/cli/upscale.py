@@ -32,6 +32,12 @@ def upscale(
         typer.Option("--noise-level", help="Noise augmentation of the input (default: the upsampler's level)."),
     ] = None,
     steps: Annotated[int, typer.Option("--steps", help="Denoising steps.")] = 20,
+    input_guidance: Annotated[
+        float,
+        typer.Option(
+            "--input-guidance", help="Guidance over the input (s != 1; for upsamplers trained with context_dropout)."
+        ),
+    ] = 1.0,
     chunk_size: Annotated[int, typer.Option("--chunk-size", help="Frames per window (overlapping, blended).")] = 16,
     tile_size: Annotated[
         int | None, typer.Option("--tile-size", help="Output pixels per tile side (default: whole frames).")
@@ -81,6 +87,7 @@ def upscale(
         chunk_size=chunk_size,
         tile_size=tile_size,
         image_only=image_only,
+        input_guidance_scale=input_guidance,
     ).frames
     write_video(output, upscaled[0], fps=fps)  # atomic: a temporary file renamed into place
     kind = "image" if image_only or not pipe.upsampler.has_temporal else "video"

@@ -22,7 +22,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from videoldm.diffusion.guidance import Conditioning, NoGuidance
+from videoldm.diffusion.guidance import Conditioning, context_guider
 from videoldm.diffusion.sampling import Generator, sample_latents
 from videoldm.diffusion.windows import Window, WindowPlan, blend_windows
 from videoldm.layout import SCHEDULER, UPSAMPLER
@@ -126,20 +126,24 @@ class VideoUpscalePipeline:
         sample: torch.Tensor,
         timestep: torch.Tensor,
         *,
-        condition: torch.Tensor,
         noise_level: torch.Tensor,
         plan: WindowPlan,
         image_only: bool,
         encoder_hidden_states: torch.Tensor | None = None,
         context: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The sampling loop's model: the upsampler on each window of `plan`, blended -> (B, 3, T, H, W)."""
+        """The sampling loop's model: the upsampler on each window of `plan`, blended -> (N*B, 3, T, H, W).
+        `context` is the upsampler's input (N*B, 3, T, H, W), stacked by the guider (all zeros in the branch
+        without it); `noise_level` (B,) goes to every branch."""
+        assert context is not None
+        levels = noise_level.repeat(sample.shape[0] // noise_level.shape[0])
 
         def run(window: Window) -> torch.Tensor:
             part = (slice(None), slice(None), *window)
             x = sample[part].to(self.dtype)
-            out = self.upsampler(x, timestep, condition=condition[part], noise_level=noise_level, image_only=image_only)
-            return out.sample
+            return self.upsampler(
+                x, timestep, condition=context[part], noise_level=levels, image_only=image_only
+            ).sample
 
         return blend_windows(run, plan, batch=sample.shape[0], channels=sample.shape[1], like=sample)
 
@@ -157,6 +161,7 @@ class VideoUpscalePipeline:
         tile_size: int | None = None,
         tile_overlap: int | None = None,
         image_only: bool = False,
+        input_guidance_scale: float = 1.0,
         output_type: str = "pt",
         progress: Any = None,
         return_dict: bool = True,
@@ -173,6 +178,9 @@ class VideoUpscalePipeline:
                 windows (default chunk_size // 4). tile_size / tile_overlap: the same for output pixels (default
                 the whole frame; tile_overlap default tile_size // 4).
             image_only: skip the temporal layers (the image upsampler, frame by frame).
+            input_guidance_scale: s != 1 runs guidance over the input, f(z) + s (f(z; input) - f(z)), the branch
+                without it fed an all-zero input (for an upsampler trained with `train.context_dropout`); s = 1:
+                one branch, no guidance.
             output_type: "pt" -> (B, 3, T, H, W) in [-1, 1]; "np" -> (B, T, H, W, 3) uint8.
             progress: anything with `update()` (a tqdm bar), called once per step.
         """
@@ -205,15 +213,13 @@ class VideoUpscalePipeline:
             tile_size=tile_size,
             tile_overlap=tile_overlap,
         )
-        model = functools.partial(
-            self._denoise, condition=condition.to(self.dtype), noise_level=levels, plan=plan, image_only=image_only
-        )
+        model = functools.partial(self._denoise, noise_level=levels, plan=plan, image_only=image_only)
         sample = sample_latents(
             model,
             self.scheduler,
             latents,
-            cond=Conditioning(text=None),
-            guider=NoGuidance(),
+            cond=Conditioning(text=None, context=condition.to(self.dtype)),
+            guider=context_guider(input_guidance_scale),
             generator=generator,
             progress=progress,
         )

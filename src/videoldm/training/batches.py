@@ -119,6 +119,13 @@ def crop(x: torch.Tensor, corners: torch.Tensor, patch: int) -> torch.Tensor:
     return torch.stack([c[..., y : y + patch, x : x + patch] for c, (y, x) in zip(x, corners.tolist(), strict=True)])
 
 
+def zero_share(x: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:
+    """x (B, ...) with a random `share` of its items set to zero: the "without it" branch that guidance over a
+    conditioning input (interpolation context, upsampler input) is trained on. Draws B numbers whatever the share."""
+    dropped = torch.rand(x.shape[0], generator=generator) < share
+    return torch.where(dropped.reshape(-1, *([1] * (x.ndim - 1))), torch.zeros_like(x), x)
+
+
 def to_unit_range(pixels: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float [-1, 1]."""
     return pixels.float() / 127.5 - 1

@@ -128,6 +128,7 @@ class TrainConfig:
     image_fraction: float = 0.0  # temporal stage: share of clips trained as images (image_only_indicator)
     # Interpolation stage: share of clips trained with an all-zero context (no given frames), so that the model
     # also predicts without the context -- the unconditional branch of context guidance (PAPER.md section 4).
+    # Upsampler stage: the same for its low-resolution input (input guidance, `input_guidance_scale`).
     context_dropout: float = 0.0
     # Prediction stage: the shares of clips given their first S = 0, 1, 2, ... frames as context (S = 0: no
     # context, the key-frame model and context guidance's unconditional branch). Default (0.2, 0.2, 0.6).

@@ -56,8 +56,10 @@ def stage_class(config: RunConfig) -> type[Stage]:
             f"model.fresh_temporal: only used by stages 'temporal', 'interpolation' and 'prediction', got stage "
             f"{config.stage!r}"
         )
-    if config.train.context_dropout and not issubclass(cls, InterpolationStage):
-        raise ConfigError(f"train.context_dropout: only used by stage 'interpolation', got stage {config.stage!r}")
+    if config.train.context_dropout and not issubclass(cls, InterpolationStage | UpsamplerStage):
+        raise ConfigError(
+            f"train.context_dropout: only used by stages 'interpolation' and 'upsampler', got stage {config.stage!r}"
+        )
     if config.data.patch_size is not None and cls not in (DecoderStage, UpsamplerStage):
         raise ConfigError(f"data.patch_size: only used by stages 'decoder' and 'upsampler', got stage {config.stage!r}")
     if config.train.context_frame_probs is not None and cls is not PredictionStage:

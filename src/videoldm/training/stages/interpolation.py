@@ -128,8 +128,7 @@ class InterpolationStage(DiffusionStage):
         batch = self._diffusion_batch(latents, text, g)
         given = interpolation_mask(given_count(t))
         context = context_from_mask(latents, given)
-        dropped = torch.rand(b, generator=g) < self.config.train.context_dropout
-        batch["context"] = torch.where(dropped[:, None, None, None, None], torch.zeros_like(context), context)
+        batch["context"] = B.zero_share(context, self.config.train.context_dropout, g)
         batch["loss_mask"] = (~given)[None].expand(b, -1).float()
         if self.video_unet.temporal.condition_embedding is not None:
             batch["condition"] = condition

@@ -10,7 +10,8 @@ Two runs of one stage, as for the generator:
 
 A batch: clips of `data.num_frames` frames from the pixel cache (decoded at `data.size`, the output size), one
 random `data.patch_size` crop per clip (default 32, aligned to the factor), downscaled by area to the input size,
-noise-augmented at one level per clip in [0, max_noise_level) (`VideoUpsampler.condition`), and the diffusion
+noise-augmented at one level per clip in [0, max_noise_level) (`VideoUpsampler.condition`; all zeros for a
+`train.context_dropout` share of the clips: the branch without it of input guidance), and the diffusion
 loss (`DiffusionLoss`, one diffusion time per clip) on the high-resolution patch (or its scaled residual over the
 bicubic upscale, for a `residual` upsampler: `VideoUpsampler.to_diffusion`). `model.upsampler` holds the
 `UpsamplerConfig` options (scale_factor, max_noise_level, noise_level) for a fresh upsampler.
@@ -68,6 +69,8 @@ class UpsamplerStage(DiffusionStage):
         for key in ("sample_every", "probe_every"):
             if getattr(config.train, key):
                 raise ConfigError(f"train.{key}: not supported by stage 'upsampler' (it samples no text-to-video)")
+        if not 0 <= config.train.context_dropout <= 1:
+            raise ConfigError(f"train.context_dropout: a share in [0, 1], got {config.train.context_dropout}")
         known = {*inspect.signature(UpsamplerConfig.__init__).parameters} - {"self"}
         unknown = sorted(set(options) - known)
         if unknown:
@@ -164,6 +167,8 @@ class UpsamplerStage(DiffusionStage):
         low = downscale(high, scale)
         levels = torch.randint(self.upsampler.config.max_noise_level, (b,), generator=g)
         condition = self.upsampler.condition(low, levels, noise=torch.randn(low.shape, generator=g))
+        if self.config.train.context_dropout:  # the all-zero input of input guidance (drawn only when used)
+            condition = B.zero_share(condition, self.config.train.context_dropout, g)
         batch = self._diffusion_batch(self.upsampler.to_diffusion(high, low), None, g)
         del batch["text"]
         return {**batch, "condition": condition, "noise_level": levels}
