@@ -117,11 +117,6 @@ def load_stable_diffusion(path: str | Path, *, torch_dtype: torch.dtype = torch.
     )
 
 
-def vae_scale_factor(vae_config: Any) -> int:
-    """Pixels per latent pixel of an AutoencoderKL (dict-like) config: each block but the last halves the frame."""
-    return 2 ** (len(vae_config["block_out_channels"]) - 1)
-
-
 @dataclass(frozen=True)
 class ModelGeometry:
     """Sizes read from a model folder's configs without loading weights.
@@ -161,7 +156,7 @@ class ModelGeometry:
         """From the (dict-like) configs of a UNet2DConditionModel and an AutoencoderKL."""
         sample_size = unet_config["sample_size"]
         return cls(
-            vae_scale_factor=vae_scale_factor(vae_config),
+            vae_scale_factor=2 ** (len(vae_config["block_out_channels"]) - 1),
             num_down_blocks=len(unet_config["down_block_types"]),
             sample_size=int(sample_size[0] if isinstance(sample_size, list | tuple) else sample_size),
             latent_channels=int(vae_config["latent_channels"]),

@@ -53,9 +53,7 @@ class DataConfig:
     frame_stride: int = 1
     max_videos: int | None = None
     random_flip: bool = False  # off for the shapes world: a flip turns "moving left" into "moving right"
-    # decoder / upsampler stages: one random square crop of this many pixels per clip, on the latent grid / the
-    # upsampler's input grid (None: whole frames; the upsampler: 32). Convolutions see the same content at a
-    # fraction of the cost; the temporal layers' reach is in time, not space.
+    # upsampler stage: one random square crop of this many output pixels per clip, on the input's grid (default 32)
     patch_size: int | None = None
     cache_dir: Path | None = None  # default: output_dir/cache; stages may share one
 

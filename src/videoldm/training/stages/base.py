@@ -90,18 +90,6 @@ class Stage:
                 f"model.pretrained: required for stage {config.stage!r} (the previous stage's model folder)"
             )
 
-    @staticmethod
-    def check_patch_size(config: RunConfig, *, grid: int, default: int | None, grid_name: str) -> None:
-        """`data.patch_size` (or `default`) must be a multiple of the stage's `grid` up to data.size."""
-        patch = default if config.data.patch_size is None else config.data.patch_size
-        if patch is None:
-            return
-        if not isinstance(patch, int) or patch % grid or not grid <= patch <= config.data.size:
-            raise ConfigError(
-                f"data.patch_size: a multiple of the {grid_name} ({grid}) up to data.size ({config.data.size}), "
-                f"got {patch!r}"
-            )
-
     def _pretrained(self, sub: str) -> Path:
         assert self.config.model.pretrained is not None
         path = self.config.model.pretrained / sub

@@ -1,9 +1,8 @@
 """The decoder stage: the temporal VAE decoder (PAPER.md section 3) against a 3D-conv patch discriminator.
 
-Encoder and latent space frozen, the decoder's temporal layers trained on clips -- whole frames, or one random
-`data.patch_size` crop per clip, cut from the latents and the frames at the same place (on the latent grid).
-`model.pretrained` is a complete model folder; the export is that folder plus `temporal_decoder/`. The stage's
-adversary is the video discriminator (see `Stage.adversary`).
+Encoder and latent space frozen, the decoder's temporal layers trained on clips. `model.pretrained` is a
+complete model folder; the export is that folder plus `temporal_decoder/`. The stage's adversary is the
+video discriminator (see `Stage.adversary`).
 """
 
 from __future__ import annotations
@@ -16,10 +15,9 @@ from torch import nn
 
 from videoldm import layout
 from videoldm.autoencoder import DecoderLoss, VideoAutoencoder
-from videoldm.loading import read_config, vae_scale_factor
 from videoldm.training import batches as B
 from videoldm.training.cache import VideoCache
-from videoldm.training.config import ConfigError, RunConfig
+from videoldm.training.config import RunConfig
 from videoldm.training.stages.base import Stage
 
 
@@ -47,13 +45,6 @@ class DecoderStage(Stage):
     @classmethod
     def check_config(cls, config: RunConfig) -> None:
         cls.require_pretrained(config)
-        if config.data.patch_size is not None:
-            assert config.model.pretrained is not None
-            try:
-                grid = vae_scale_factor(read_config(config.model.pretrained / layout.VAE))
-            except (FileNotFoundError, ValueError) as err:
-                raise ConfigError(f"model.pretrained: {err}") from err
-            cls.check_patch_size(config, grid=grid, default=None, grid_name="VAE's downsampling factor")
 
     def __init__(self, config: RunConfig) -> None:
         super().__init__(config)
@@ -81,15 +72,12 @@ class DecoderStage(Stage):
     def batch(self, cache: VideoCache, g: torch.Generator) -> dict[str, torch.Tensor]:
         """Clips: video (B, 3, T, H, W) in [-1, 1] and their cached latents (B, c, T, h, w)."""
         assert cache.latents is not None
-        t, b, patch = self.config.data.num_frames, self.config.train.batch_size, self.config.data.patch_size
-        videos, starts = B.pick_clips(cache, batch_size=b, num_frames=t, generator=g)
-        video = B.gather_clips(cache.pixels, videos, starts, t)
-        latents = B.gather_clips(cache.latents, videos, starts, t)
-        if patch is not None:
-            f = video.shape[-1] // latents.shape[-1]
-            corners = B.random_corners(b, video.shape[-1], patch, grid=f, generator=g)
-            video, latents = B.crop(video, corners, patch), B.crop(latents, corners // f, patch // f)
-        return {"video": B.to_unit_range(video), "latents": latents.float()}
+        t = self.config.data.num_frames
+        videos, starts = B.pick_clips(cache, batch_size=self.config.train.batch_size, num_frames=t, generator=g)
+        return {
+            "video": B.to_unit_range(B.gather_clips(cache.pixels, videos, starts, t)),
+            "latents": B.gather_clips(cache.latents, videos, starts, t).float(),
+        }
 
     def adversary_loss(self, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor | None:
         """The discriminator's hinge loss on this step's clips and reconstructions (None before it starts)."""

@@ -107,7 +107,12 @@ class UpsamplerStage(DiffusionStage):
         scale = (
             options.get("scale_factor", 2) if folder is None else UpsamplerConfig.load_config(folder)["scale_factor"]
         )
-        cls.check_patch_size(config, grid=scale, default=PATCH_SIZE, grid_name="scale_factor")
+        patch = PATCH_SIZE if config.data.patch_size is None else config.data.patch_size
+        if not isinstance(patch, int) or patch % scale or not scale <= patch <= config.data.size:
+            raise ConfigError(
+                f"data.patch_size: a multiple of the scale_factor ({scale}) up to data.size ({config.data.size}), "
+                f"got {patch!r}"
+            )
         if config.data.size % scale:
             raise ConfigError(f"data.size: must be a multiple of scale_factor ({scale}), got {config.data.size}")
 
