@@ -60,6 +60,8 @@ def stage_class(config: RunConfig) -> type[Stage]:
         raise ConfigError(
             f"train.context_dropout: only used by stages 'interpolation' and 'upsampler', got stage {config.stage!r}"
         )
+    if not 0 <= config.train.context_dropout <= 1:  # one check for every stage that reads it
+        raise ConfigError(f"train.context_dropout: a share in [0, 1], got {config.train.context_dropout}")
     if config.data.patch_size is not None and cls is not UpsamplerStage:
         # not the decoder stage: its VAE decoder's mid-block attention sees the whole frame, and a decoded crop of
         # the latents differs from that crop of the decoded frame (22 dB apart; docs/decoder.md "Why not crops")

@@ -64,8 +64,6 @@ class InterpolationStage(DiffusionStage):
         for key in ("sample_every", "probe_every"):
             if getattr(config.train, key):
                 raise ConfigError(f"train.{key}: not supported by stage 'interpolation' (it samples no text-to-video)")
-        if not 0 <= config.train.context_dropout <= 1:
-            raise ConfigError(f"train.context_dropout: a share in [0, 1], got {config.train.context_dropout}")
         if config.train.image_fraction:
             raise ConfigError("train.image_fraction: not supported by stage 'interpolation'")
         options = dict(config.model.temporal)

@@ -69,8 +69,6 @@ class UpsamplerStage(DiffusionStage):
         for key in ("sample_every", "probe_every"):
             if getattr(config.train, key):
                 raise ConfigError(f"train.{key}: not supported by stage 'upsampler' (it samples no text-to-video)")
-        if not 0 <= config.train.context_dropout <= 1:
-            raise ConfigError(f"train.context_dropout: a share in [0, 1], got {config.train.context_dropout}")
         known = {*inspect.signature(UpsamplerConfig.__init__).parameters} - {"self"}
         unknown = sorted(set(options) - known)
         if unknown:
@@ -107,7 +105,7 @@ class UpsamplerStage(DiffusionStage):
         scale = (
             options.get("scale_factor", 2) if folder is None else UpsamplerConfig.load_config(folder)["scale_factor"]
         )
-        patch = PATCH_SIZE if config.data.patch_size is None else config.data.patch_size
+        patch = cls._patch_size(config)
         if not isinstance(patch, int) or patch % scale or not scale <= patch <= config.data.size:
             raise ConfigError(
                 f"data.patch_size: a multiple of the scale_factor ({scale}) up to data.size ({config.data.size}), "
@@ -115,6 +113,11 @@ class UpsamplerStage(DiffusionStage):
             )
         if config.data.size % scale:
             raise ConfigError(f"data.size: must be a multiple of scale_factor ({scale}), got {config.data.size}")
+
+    @staticmethod
+    def _patch_size(config: RunConfig) -> int:
+        """Output pixels per side of a training patch: data.patch_size, or PATCH_SIZE."""
+        return PATCH_SIZE if config.data.patch_size is None else config.data.patch_size
 
     @staticmethod
     def _pretrained_upsampler(config: RunConfig) -> Path | None:
@@ -128,7 +131,7 @@ class UpsamplerStage(DiffusionStage):
     def __init__(self, config: RunConfig) -> None:
         super().__init__(config)
         options: dict[str, Any] = dict(config.model.upsampler)
-        self.patch_size = PATCH_SIZE if config.data.patch_size is None else config.data.patch_size
+        self.patch_size = self._patch_size(config)
         folder = self._pretrained_upsampler(config)
         self.temporal = bool(config.model.temporal) or (folder is not None and (folder / layout.TEMPORAL).is_dir())
         if folder is None:
