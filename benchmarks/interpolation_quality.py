@@ -20,7 +20,7 @@ without `--prompt`). The issue's targets: position error <= half the blend's, PS
 without context guidance.
 
 Run: .venv/bin/python -m benchmarks.interpolation_quality --model DIR [--num-videos 16] [--steps 25]
-     [--context-guidance 2] (writes benchmarks/results/interpolation_quality.md)
+     [--context-guidance 2] [--stage "keys x4"] (writes benchmarks/results/interpolation_quality.md)
 """
 
 from __future__ import annotations
@@ -101,13 +101,15 @@ def compare(
     captions: list[str | None] | None = None,
     seed: int = 0,
     strength: float = 1.0,
+    stages: tuple[str, ...] = tuple(STAGES),
 ) -> list[dict]:
     """Rows (stage, method, position_error_px, missing, object_overlap, psnr_db) over videos (N, 3, T_all, H, W),
-    each video's prompt from `captions` (None: the empty prompt)."""
+    each video's prompt from `captions` (None: the empty prompt), for the `stages` named (keys of STAGES)."""
     mask = interpolation_mask((clip_frames - 1) // 4 + 1)
     new = [t for t in range(clip_frames) if not mask[t]]
     rows = []
-    for stage, (condition, spacing) in STAGES.items():
+    for stage in stages:
+        condition, spacing = STAGES[stage]
         if pipe.num_conditions is not None and condition >= pipe.num_conditions:
             continue
         methods = ["autoencoder", "blend", "latent blend", *(f"model s={s:g}" for s in scales)]
@@ -184,6 +186,9 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--context-guidance", type=float, default=2.0)
     parser.add_argument("--strength", type=float, default=DEFAULT_STRENGTH, help="1: from pure noise (the paper)")
     parser.add_argument("--no-prompt", action="store_true", help="the empty prompt instead of the clips' captions")
+    parser.add_argument(
+        "--stage", choices=list(STAGES), action="append", help="score only this stage (repeatable; default: both)"
+    )
     parser.add_argument("--output", type=Path, default=RESULTS / "interpolation_quality.md")
     args = parser.parse_args(argv)
     if not (args.model / INTERPOLATION).is_dir():
@@ -203,6 +208,7 @@ def main(argv: list[str] | None = None) -> Path:
         scales=(1.0, args.context_guidance),
         captions=captions,
         strength=args.strength,
+        stages=tuple(args.stage or STAGES),
     )
     header = machine_header(info, load_before=info["load_1min"], load_after=machine_info()["load_1min"])
     text = (

@@ -35,3 +35,12 @@ def test_benchmark_scores_both_stages_and_writes_its_report(tmp_path):
         for method in ("autoencoder", "blend", "latent blend", "model s=1", "model s=2"):
             assert f"| {stage} | {method} |" in text
     assert "x the blend's" in text and "object overlap" in text and "the captions as prompts" in text
+
+
+def test_benchmark_scores_only_the_stage_asked_for(tmp_path):
+    model = save_tiny_interpolation_model(tmp_path / "model")
+    out = tmp_path / "report.md"
+    args = ["--model", str(model), "--num-videos", "1", "--clip-frames", "5", "--steps", "1", "--size", "24"]
+    interpolation_quality.main([*args, "--stage", "keys x4", "--output", str(out)])
+    text = out.read_text()
+    assert "| keys x4 | model s=1 |" in text and "x4 -> full" not in text
