@@ -8,15 +8,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from typer.testing import CliRunner
 
 from test_training import TINY_UNET, TINY_VAE, write_config
 from videoldm.cli import app
 from videoldm.data.shapes import write_shapes_dataset
+from videoldm.diffusion.masks import linear_blend
 from videoldm.io import read_video, write_video
 from videoldm.layout import INTERPOLATION, SCHEDULER, TEMPORAL, UNET
-from videoldm.training.batches import pick_clips, step_generator
+from videoldm.training.batches import noise_from, pick_clips, step_generator
 from videoldm.training.cache import VideoCache
 from videoldm.training.config import ConfigError
 from videoldm.training.stages import build_stage, load_config
@@ -95,6 +96,43 @@ def test_batches_hold_the_context_condition_and_loss_mask(tmp_path, shapes, imag
     assert not dropped.batch(fake_cache(), step_generator(0, 0))["context"].any()
 
 
+def test_noise_from_noises_the_start_while_the_target_stays_the_truth():
+    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    g = torch.Generator().manual_seed(0)
+    start, latents, noise = (torch.randn(3, 4, 5, 8, 8, generator=g) for _ in range(3))
+    t = torch.tensor([1, 200, 999])
+    shifted = noise_from(start, latents, noise, t, scheduler.alphas_cumprod)
+    torch.testing.assert_close(scheduler.add_noise(latents, shifted, t), scheduler.add_noise(start, noise, t))
+    assert torch.equal(noise_from(latents, latents, noise, t, scheduler.alphas_cumprod), noise)
+
+
+def test_blend_start_clips_are_noised_from_the_blend_of_their_given_frames(tmp_path, shapes, image_model):
+    options = {"batch_size": 16, "blend_start": 0.5, "blend_start_range": [300, 310], "timestep_range": [0, 100]}
+    stage = build_stage(load_config(config(tmp_path, shapes, image_model, **options)))
+    cache = fake_cache()
+    cache.latents = cache.latents.float().pow(2).div(16).half()  # frame k holds k**2 / 16: not linear in time
+    batch = stage.batch(cache, step_generator(0, 0))
+    chosen = batch["timesteps"] >= 300
+    assert 0 < chosen.sum() < 16 and batch["timesteps"][chosen].max() <= 310
+    scheduler = stage.module.scheduler
+    noisy = scheduler.add_noise(batch["latents"], batch["noise"], batch["timesteps"])
+    latents = batch["latents"][chosen]
+    blend = linear_blend(latents[:, :, ::4])
+    assert not torch.allclose(blend, latents)
+    plain = noisy[chosen] - scheduler.add_noise(blend, torch.zeros_like(blend), batch["timesteps"][chosen])
+    # what is left after the blend's share is the drawn noise, scaled: x_t = sqrt(a) blend + sqrt(1 - a) n
+    a = scheduler.alphas_cumprod[batch["timesteps"][chosen]].reshape(-1, 1, 1, 1, 1)
+    assert (plain / (1 - a).sqrt()).std().item() == pytest.approx(1.0, abs=0.05)
+    torch.testing.assert_close(
+        noisy[chosen][:, :, ::4],
+        scheduler.add_noise(latents, batch["noise"][chosen], batch["timesteps"][chosen])[:, :, ::4],
+    )
+    unchosen = batch["noise"][~chosen]
+    assert unchosen.std().item() == pytest.approx(1.0, abs=0.05)  # the other clips: plain noise, times in [0, 100]
+    assert batch["timesteps"][~chosen].max() <= 100
+    assert stage.module(**batch).isfinite()
+
+
 def test_config_errors_name_the_key(tmp_path, shapes, image_model):
     with pytest.raises(ConfigError, match=r"data\.num_frames: .*4 \* k \+ 1"):
         load_config(config(tmp_path, shapes, image_model, data={"num_frames": 8}))
@@ -102,6 +140,10 @@ def test_config_errors_name_the_key(tmp_path, shapes, image_model):
         load_config(config(tmp_path, shapes, image_model, data={"cache_frames": 9}))
     with pytest.raises(ConfigError, match=r"train\.context_dropout"):
         load_config(config(tmp_path, shapes, image_model, context_dropout=1.5))
+    with pytest.raises(ConfigError, match=r"train\.blend_start: a share in \[0, 1\]"):
+        load_config(config(tmp_path, shapes, image_model, blend_start=-0.1))
+    with pytest.raises(ConfigError, match=r"train\.blend_start_range: expected \[first, last\]"):
+        load_config(config(tmp_path, shapes, image_model, blend_start=0.5, blend_start_range=[500, 2000]))
     with pytest.raises(ConfigError, match=r"train\.sample_every"):
         load_config(config(tmp_path, shapes, image_model, sample_every=1))
     temporal = write_config(
@@ -113,6 +155,9 @@ def test_config_errors_name_the_key(tmp_path, shapes, image_model):
         train={"context_dropout": 0.1},
     )
     with pytest.raises(ConfigError, match=r"train\.context_dropout: only used by stages 'interpolation' and"):
+        load_config(temporal)
+    temporal.write_text(temporal.read_text().replace("context_dropout: 0.1", "blend_start: 0.1"))
+    with pytest.raises(ConfigError, match=r"train\.blend_start: only used by stage 'interpolation'"):
         load_config(temporal)
 
 

@@ -126,6 +126,20 @@ def zero_share(x: torch.Tensor, share: float, generator: torch.Generator) -> tor
     return torch.where(dropped.reshape(-1, *([1] * (x.ndim - 1))), torch.zeros_like(x), x)
 
 
+def noise_from(
+    start: torch.Tensor,
+    latents: torch.Tensor,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+) -> torch.Tensor:
+    """The noise n' for which the scheduler's add_noise(latents, n', t) equals add_noise(start, noise, t): a clip
+    noised from `start` (the given frames' blend) whose denoising target stays `latents` -- for an eps model,
+    n' = noise + sqrt(a / (1 - a)) (start - latents), a = alpha_bar(t). start, latents, noise (B, ...); t (B,)."""
+    a = alphas_cumprod.to(latents.device)[timesteps].float().reshape(-1, *([1] * (latents.ndim - 1)))
+    return noise + (a / (1 - a)).sqrt() * (start - latents)
+
+
 def to_unit_range(pixels: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float [-1, 1]."""
     return pixels.float() / 127.5 - 1

@@ -128,6 +128,13 @@ class TrainConfig:
     # also predicts without the context -- the unconditional branch of context guidance (PAPER.md section 4).
     # Upsampler stage: the same for its low-resolution input (input guidance, `input_guidance_scale`).
     context_dropout: float = 0.0
+    # Interpolation stage: share of clips whose new frames are noised from the given frames' linear blend instead
+    # of from the truth, at a diffusion time from `blend_start_range` (default: `timestep_range`), with the noise
+    # target shifted so that the model still predicts the truth. That is what the pipeline's first step sees at
+    # strength < 1 (it starts from the noised blend, ghosts included); trained on the truth alone the model keeps
+    # part of the ghosts and draws the object too near the given frames (docs/interpolation.md, session 14).
+    blend_start: float = 0.0
+    blend_start_range: tuple[int, int] | None = None
     # Prediction stage: the shares of clips given their first S = 0, 1, 2, ... frames as context (S = 0: no
     # context, the key-frame model and context guidance's unconditional branch). Default (0.2, 0.2, 0.6).
     context_frame_probs: list[float] | None = None
@@ -184,7 +191,8 @@ def _check(config: RunConfig) -> None:
     if config.optim.lpips_weights is not None and not config.optim.lpips_weights.is_file():
         raise ConfigError(f"optim.lpips_weights: file {config.optim.lpips_weights} does not exist")
     _check_data(config.data)
-    _check_timestep_range(config)
+    for key in ("timestep_range", "blend_start_range"):
+        _check_timestep_range(config, key)
     for key in ("max_steps", "batch_size", "gradient_accumulation_steps", "checkpoint_every", "log_every"):
         if getattr(config.train, key) < 1:
             raise ConfigError(f"train.{key}: must be >= 1, got {getattr(config.train, key)}")
@@ -232,14 +240,16 @@ def _check_data(data: DataConfig) -> None:
         )
 
 
-def _check_timestep_range(config: RunConfig) -> None:
-    if config.train.timestep_range is None:
+def _check_timestep_range(config: RunConfig, key: str) -> None:
+    """train.`key`, a range of diffusion times: [first, last] inside the schedule."""
+    value = getattr(config.train, key)
+    if value is None:
         return
-    first, last = config.train.timestep_range
+    first, last = value
     steps = config.model.num_train_timesteps
     if not 0 <= first <= last < steps:
         raise ConfigError(
-            f"train.timestep_range: expected [first, last] with 0 <= first <= last < model.num_train_timesteps "
+            f"train.{key}: expected [first, last] with 0 <= first <= last < model.num_train_timesteps "
             f"({steps}), got [{first}, {last}]"
         )
 

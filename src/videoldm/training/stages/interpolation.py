@@ -31,7 +31,13 @@ from diffusers import UNet2DConditionModel
 from torch import nn
 
 from videoldm import layout
-from videoldm.diffusion.masks import INTERPOLATION_FACTOR, context_from_mask, given_count, interpolation_mask
+from videoldm.diffusion.masks import (
+    INTERPOLATION_FACTOR,
+    context_from_mask,
+    given_count,
+    interpolation_mask,
+    linear_blend,
+)
 from videoldm.training import batches as B
 from videoldm.training.cache import VideoCache
 from videoldm.training.config import ConfigError, RunConfig
@@ -128,9 +134,29 @@ class InterpolationStage(DiffusionStage):
         context = context_from_mask(latents, given)
         batch["context"] = B.zero_share(context, self.config.train.context_dropout, g)
         batch["loss_mask"] = (~given)[None].expand(b, -1).float()
+        if self.config.train.blend_start:
+            self._start_from_blend(batch, given, g)
         if self.video_unet.temporal.condition_embedding is not None:
             batch["condition"] = condition
         return batch
+
+    def _start_from_blend(self, batch: dict[str, torch.Tensor], given: torch.Tensor, g: torch.Generator) -> None:
+        """A `train.blend_start` share of the clips noised from the given frames' linear blend (what the pipeline
+        starts from at strength < 1) at a time from `train.blend_start_range`, their target still the truth: the
+        noise is replaced by `batches.noise_from`'s. The given frames are the blend's own, so they are unchanged."""
+        train, latents = self.config.train, batch["latents"]
+        first, last = train.blend_start_range or train.timestep_range or (0, self.config.model.num_train_timesteps - 1)
+        chosen = torch.rand(latents.shape[0], generator=g) < train.blend_start
+        times = torch.randint(first, last + 1, (latents.shape[0],), generator=g)
+        batch["timesteps"] = torch.where(chosen, times, batch["timesteps"])
+        shifted = B.noise_from(
+            linear_blend(latents[:, :, given]),
+            latents,
+            batch["noise"],
+            batch["timesteps"],
+            self.module.scheduler.alphas_cumprod,
+        )
+        batch["noise"] = torch.where(chosen.reshape(-1, 1, 1, 1, 1), shifted, batch["noise"])
 
     def export(self, directory: Path, cache: VideoCache) -> None:
         pretrained = self.config.model.pretrained
