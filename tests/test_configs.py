@@ -22,6 +22,7 @@ SHIPPED = [
     "tiny-shapes/decoder-textured",
     "tiny-shapes/image",
     "tiny-shapes/interpolation",
+    "tiny-shapes/interpolation-blend",
     "tiny-shapes/interpolation-continue",
     "tiny-shapes/keyframes",
     "tiny-shapes/prediction",
