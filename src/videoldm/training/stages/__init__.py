@@ -60,13 +60,12 @@ def stage_class(config: RunConfig) -> type[Stage]:
         raise ConfigError(
             f"train.context_dropout: only used by stages 'interpolation' and 'upsampler', got stage {config.stage!r}"
         )
-    if not 0 <= config.train.context_dropout <= 1:  # one check for every stage that reads it
-        raise ConfigError(f"train.context_dropout: a share in [0, 1], got {config.train.context_dropout}")
     for key in ("blend_start", "blend_start_range"):
         if getattr(config.train, key) and cls is not InterpolationStage:
             raise ConfigError(f"train.{key}: only used by stage 'interpolation', got stage {config.stage!r}")
-    if not 0 <= config.train.blend_start <= 1:
-        raise ConfigError(f"train.blend_start: a share in [0, 1], got {config.train.blend_start}")
+    for key in ("context_dropout", "blend_start"):  # one check for every stage that reads a share
+        if not 0 <= getattr(config.train, key) <= 1:
+            raise ConfigError(f"train.{key}: a share in [0, 1], got {getattr(config.train, key)}")
     if config.data.patch_size is not None and cls is not UpsamplerStage:
         # not the decoder stage: its VAE decoder's mid-block attention sees the whole frame, and a decoded crop of
         # the latents differs from that crop of the decoded frame (22 dB apart; docs/decoder.md "Why not crops")

@@ -180,13 +180,18 @@ class DiffusionStage(Stage):
     def _diffusion_batch(self, latents: torch.Tensor, text: torch.Tensor, g: torch.Generator) -> dict:
         """latents (B, c, h, w) or (B, c, T, h, w) -> the DiffusionLoss inputs: noise like the latents and one
         diffusion time per sample, drawn from `train.timestep_range` (default: all of them)."""
-        first, last = self.config.train.timestep_range or (0, self.config.model.num_train_timesteps - 1)
+        noise = torch.randn(latents.shape, generator=g)
         return {
             "latents": latents,
             "text": text,
-            "noise": torch.randn(latents.shape, generator=g),
-            "timesteps": torch.randint(first, last + 1, (latents.shape[0],), generator=g),
+            "noise": noise,
+            "timesteps": self._draw_timesteps(latents.shape[0], g),
         }
+
+    def _draw_timesteps(self, count: int, g: torch.Generator, span: tuple[int, int] | None = None) -> torch.Tensor:
+        """`count` diffusion times, uniform over `span` (default `train.timestep_range`, else all of them)."""
+        first, last = span or self.config.train.timestep_range or (0, self.config.model.num_train_timesteps - 1)
+        return torch.randint(first, last + 1, (count,), generator=g)
 
     def _write_conditioning(self, directory: Path) -> None:
         """vae/, text_encoder/, tokenizer/ and scheduler/ beside the trained parts of a model folder."""

@@ -145,9 +145,8 @@ class InterpolationStage(DiffusionStage):
         starts from at strength < 1) at a time from `train.blend_start_range`, their target still the truth: the
         noise is replaced by `batches.noise_from`'s. The given frames are the blend's own, so they are unchanged."""
         train, latents = self.config.train, batch["latents"]
-        first, last = train.blend_start_range or train.timestep_range or (0, self.config.model.num_train_timesteps - 1)
         chosen = torch.rand(latents.shape[0], generator=g) < train.blend_start
-        times = torch.randint(first, last + 1, (latents.shape[0],), generator=g)
+        times = self._draw_timesteps(latents.shape[0], g, train.blend_start_range)
         batch["timesteps"] = torch.where(chosen, times, batch["timesteps"])
         shifted = B.noise_from(
             linear_blend(latents[:, :, given]),
