@@ -17,8 +17,8 @@ from test_pipeline_fixtures import write_tiny_stable_diffusion, write_tiny_video
 from videoldm.io import write_image
 from videoldm.training.batches import step_generator
 from videoldm.training.cache import prepare_cache
-from videoldm.training.config import ConfigError
-from videoldm.training.stages import build_stage, load_config
+from videoldm.training.config import ConfigError, read_config
+from videoldm.training.stages import build_stage, load_config, stage_class
 from videoldm.training.trainer import train
 from videoldm.video_unet import VideoUNet
 
@@ -77,6 +77,49 @@ def test_the_export_keeps_the_base_temporal_layers_bit_identical_and_tunes_the_u
         assert (model / file.relative_to(base)).read_bytes() == file.read_bytes(), file
     record = json.loads((model / "personalisation.json").read_text())
     assert record["instance_prompt"] == INSTANCE and record["class_prompt"] == CLASS
+
+
+def lora_config(tmp: Path, base: Path, pictures: Path, *, name: str = "lora", **model) -> Path:
+    path = dreambooth_config(tmp, base, pictures, name=name)
+    raw = yaml.safe_load(path.read_text())
+    raw["model"] |= {"lora_rank": 2} | model
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_lora_trains_only_low_rank_updates_of_the_targets_and_exports_a_plain_merged_unet(tmp_path, base, pictures):
+    stage = build_stage(load_config(lora_config(tmp_path, base, pictures, lora_targets=["to_q", "to_v"])))
+    trained = [n for n, p in stage.unet.named_parameters() if p.requires_grad]
+    assert trained and all(".lora_A." in n or ".lora_B." in n for n in trained)
+    assert {n.split(".lora_")[0].rsplit(".", 1)[1] for n in trained} == {"to_q", "to_v"}
+
+    model = train(load_config(lora_config(tmp_path, base, pictures, lora_targets=["to_q", "to_v"])))
+    tuned, original = VideoUNet.from_pretrained(model), VideoUNet.from_pretrained(base)
+    temporal = original.temporal.state_dict()
+    assert all(torch.equal(v, temporal[k]) for k, v in tuned.temporal.state_dict().items())
+    spatial, merged = original.unet.state_dict(), tuned.unet.state_dict()
+    assert merged.keys() == spatial.keys()  # a plain diffusers UNet: the LoRA is merged, no adapter keys
+    changed = {k for k in spatial if not torch.equal(merged[k], spatial[k])}
+    assert changed and all(k.endswith(("to_q.weight", "to_v.weight")) for k in changed)
+    assert json.loads((model / "personalisation.json").read_text())["lora_rank"] == 2
+
+
+def test_the_merged_lora_unet_computes_what_the_adapted_one_does(tmp_path, base, pictures):
+    stage = build_stage(load_config(lora_config(tmp_path, base, pictures, lora_alpha=4)))
+    g = torch.Generator().manual_seed(0)
+    for name, param in stage.unet.named_parameters():
+        if ".lora_B." in name:  # zero at the start (the base model): give the update something to do
+            param.data = 0.1 * torch.randn(param.shape, generator=g)
+    x, text = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 8, 384, generator=g)
+    t = torch.tensor([10, 700])
+    with torch.no_grad():
+        adapted = stage.unet(x, t, encoder_hidden_states=text).sample
+        merged = stage.tuned_unet()(x, t, encoder_hidden_states=text).sample
+        again = stage.unet(x, t, encoder_hidden_states=text).sample
+        original = VideoUNet.from_pretrained(base).unet(x, t, encoder_hidden_states=text).sample
+    torch.testing.assert_close(merged, adapted, rtol=1e-4, atol=1e-5)
+    assert torch.equal(again, adapted)  # merging worked on a copy: the training UNet keeps its adapter
+    assert not torch.allclose(adapted, original, atol=1e-3)
 
 
 def test_pictures_then_class_images_in_the_cache_and_a_broken_picture_is_reported(tmp_path, base, pictures, caplog):
@@ -160,6 +203,17 @@ def test_config_errors_name_the_key(tmp_path, base, pictures):
     error(r"data\.images: pictures of one concept, used by stage 'dreambooth'", stage="temporal")
     error(r"model\.pretrained: .* has no temporal/", pretrained=write_tiny_stable_diffusion(tmp_path / "sd"))
     error(r"data\.videos: missing required key .* data\.images: a picture folder", images=None)
+
+    with pytest.raises(ConfigError, match=r"model\.lora_rank: must be >= 1, got 0"):
+        load_config(lora_config(tmp_path, base, pictures, lora_rank=0))
+    with pytest.raises(ConfigError, match=r"model\.lora_targets: expected a list of module names"):
+        load_config(lora_config(tmp_path, base, pictures, lora_targets=[]))
+    with pytest.raises(ConfigError, match=r"model\.lora_targets: .*no_such_layer"):
+        build_stage(load_config(lora_config(tmp_path, base, pictures, lora_targets=["no_such_layer"])))
+    other = read_config(lora_config(tmp_path, base, pictures))
+    other.stage, other.data.images = "image", None  # the keys another stage reads are not the point here
+    with pytest.raises(ConfigError, match=r"model\.lora_rank: only used by stage 'dreambooth', got stage 'image'"):
+        stage_class(other)
 
 
 def test_the_demo_scores_its_drawn_star_as_the_concept_and_the_world_shapes_as_not():

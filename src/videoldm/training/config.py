@@ -84,6 +84,12 @@ class ModelConfig:
     text_max_length: int = BUILTIN_MAX_LENGTH
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
     num_train_timesteps: int = 1000
+    # Dreambooth stage: LoRA (peft) of this rank on the UNet's `lora_targets` instead of full fine-tuning; the
+    # export merges it into unet/. `lora_alpha` defaults to the rank (scale 1); the default targets are
+    # diffusers' `train_dreambooth_lora.py`'s: the attention projections.
+    lora_rank: int | None = None
+    lora_alpha: float | None = None
+    lora_targets: list[str] = field(default_factory=lambda: ["to_k", "to_q", "to_v", "to_out.0"])
 
 
 @dataclass

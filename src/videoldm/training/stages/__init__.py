@@ -70,6 +70,8 @@ def stage_class(config: RunConfig) -> type[Stage]:
         # not the decoder stage: its VAE decoder's mid-block attention sees the whole frame, and a decoded crop of
         # the latents differs from that crop of the decoded frame (22 dB apart; docs/decoder.md "Why not crops")
         raise ConfigError(f"data.patch_size: only used by stage 'upsampler', got stage {config.stage!r}")
+    if config.model.lora_rank is not None and cls is not DreamBoothStage:
+        raise ConfigError(f"model.lora_rank: only used by stage 'dreambooth', got stage {config.stage!r}")
     if config.train.context_frame_probs is not None and cls is not PredictionStage:
         raise ConfigError(f"train.context_frame_probs: only used by stage 'prediction', got stage {config.stage!r}")
     return cls

@@ -10,15 +10,19 @@ temporal layers, trained on the base backbone, then run unchanged on the fine-tu
   diffusion loss plus `train.prior_loss_weight` x the class half's (diffusers' `train_dreambooth.py`:
   `torch.chunk(pred, 2)`). Both kinds live in the run's cache as one-frame videos, so caching, checkpoints and
   exact resume are the trainer's, unchanged.
-- Full fine-tuning of the image UNet, not LoRA. At this scale the whole UNet is 13 MB (fp16), so LoRA's gain,
-  small files, is worth little. Full fine-tuning is also what the paper's DreamBooth backbones had.
+- Full fine-tuning of the image UNet (what the paper's DreamBooth backbones had), or, with `model.lora_rank`, a
+  LoRA of the UNet through peft (diffusers' `add_adapter`, as in its `train_dreambooth_lora.py`): the base
+  weights stay frozen and only the low-rank updates of `model.lora_targets` train. A low-rank change keeps the
+  features the temporal layers were trained on closer to the base's (docs/dreambooth.md measures both).
 - Export: a complete Video LDM folder. It holds `model.pretrained`'s parts (temporal/, interpolation/,
   temporal_decoder/, vae/, text encoder, scheduler, upsampler/) copied unchanged, `unet/` replaced by the
-  fine-tuned UNet, and `personalisation.json` (what it learned; `videoldm serve` lists such folders).
+  fine-tuned UNet (a LoRA merged into its weights: a plain diffusers UNet that loads anywhere), and
+  `personalisation.json` (what it learned; `videoldm serve` lists such folders).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -26,6 +30,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from diffusers import UNet2DConditionModel
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -93,11 +98,51 @@ class DreamBoothStage(ImageStage):
                 raise ConfigError(f"data.num_class_images: must be >= 1, got {data.num_class_images}")
         if config.train.prior_loss_weight < 0:
             raise ConfigError(f"train.prior_loss_weight: must be >= 0, got {config.train.prior_loss_weight}")
+        model = config.model
+        if model.lora_rank is not None:
+            if model.lora_rank < 1:
+                raise ConfigError(f"model.lora_rank: must be >= 1, got {model.lora_rank}")
+            if model.lora_alpha is not None and model.lora_alpha <= 0:
+                raise ConfigError(f"model.lora_alpha: must be > 0, got {model.lora_alpha}")
+            if not model.lora_targets or not all(isinstance(t, str) and t for t in model.lora_targets):
+                raise ConfigError(
+                    f"model.lora_targets: expected a list of module names (e.g. to_q, to_k), got {model.lora_targets!r}"
+                )
 
     def __init__(self, config: RunConfig) -> None:
         super().__init__(config)
+        if config.model.lora_rank is not None:
+            self._add_lora()
         if self.prior_preservation:
             self.module = PriorPreservationLoss(self.module, prior_loss_weight=config.train.prior_loss_weight)
+
+    def _add_lora(self) -> None:
+        """Freeze the UNet and give `model.lora_targets` low-rank updates (peft; B starts at zero, so step 0 is the
+        base model). The trainer optimises what requires grad: the LoRA weights alone."""
+        from peft import LoraConfig
+
+        model = self.config.model
+        lora = LoraConfig(
+            r=model.lora_rank,
+            lora_alpha=model.lora_alpha or model.lora_rank,
+            init_lora_weights="gaussian",
+            target_modules=list(model.lora_targets),
+        )
+        self.unet.requires_grad_(False)
+        try:
+            self.unet.add_adapter(lora)
+        except ValueError as err:  # peft: "Target modules {...} not found in the base model"
+            raise ConfigError(f"model.lora_targets: {err}") from err
+
+    def tuned_unet(self) -> UNet2DConditionModel:
+        """The fine-tuned image UNet as a plain diffusers UNet: a LoRA merged into a copy (the training UNet keeps
+        its adapter)."""
+        if self.config.model.lora_rank is None:
+            return self.unet
+        merged = copy.deepcopy(self.unet)
+        merged.fuse_lora()
+        merged.unload_lora()  # the peft layers replaced by their (now merged) base layers
+        return merged
 
     @property
     def prior_preservation(self) -> bool:
@@ -167,13 +212,14 @@ class DreamBoothStage(ImageStage):
     def export(self, directory: Path, cache: VideoCache) -> None:
         base = self.config.model.pretrained
         shutil.copytree(base, directory, ignore=lambda folder, names: [layout.UNET] if Path(folder) == base else [])
-        self.unet.save_pretrained(directory / layout.UNET)
+        self.tuned_unet().save_pretrained(directory / layout.UNET)
         data = self.config.data
         record = {
             "instance_prompt": data.instance_prompt,
             "class_prompt": data.class_prompt,
             "base": str(base),
             "images": str(data.images),
+            "lora_rank": self.config.model.lora_rank,  # null: full fine-tuning
         }
         (directory / layout.PERSONALISATION).write_text(json.dumps(record, indent=2) + "\n")
 
