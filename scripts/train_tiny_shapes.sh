@@ -13,3 +13,13 @@ for stage in autoencoder image temporal temporal-continue decoder; do
 done
 $PY scripts/ship_model.py runs/tiny-shapes/temporal-continue/model src/videoldm/assets/tiny-shapes
 $PY scripts/ship_model.py runs/tiny-shapes/decoder/model/temporal_decoder src/videoldm/assets/tiny-shapes/temporal_decoder
+# The interpolation model, on the world at the paper's frame rates (docs/interpolation.md).
+if [ ! -f data/shapes-paper/captions.csv ]; then
+  $PY -m videoldm data shapes --out data/shapes-paper --videos 1024 --seed 0 --frames 113 --speed 0.25 0.375
+fi
+$PY -m videoldm train tiny-shapes/interpolation "$@"
+$PY -m videoldm train tiny-shapes/interpolation-continue --resume  # phase 2 continues phase 1's run folder
+for stage in interpolation-blend interpolation-polish; do
+  /usr/bin/time -f "$stage: %e s" $PY -m videoldm train "tiny-shapes/$stage" "$@"
+done
+$PY scripts/ship_model.py runs/tiny-shapes/interpolation-polish/model/interpolation src/videoldm/assets/tiny-shapes/interpolation

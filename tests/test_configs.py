@@ -24,6 +24,7 @@ SHIPPED = [
     "tiny-shapes/interpolation",
     "tiny-shapes/interpolation-blend",
     "tiny-shapes/interpolation-continue",
+    "tiny-shapes/interpolation-polish",
     "tiny-shapes/keyframes",
     "tiny-shapes/prediction",
     "tiny-shapes/temporal",
