@@ -237,3 +237,15 @@ def test_the_demo_scores_its_drawn_star_as_the_concept_and_the_world_shapes_as_n
         "direction_correct": True,
         "all_correct": True,
     }
+
+
+def test_the_committed_demo_config_builds_its_lora_on_the_shipped_unet(monkeypatch):
+    """docs/dreambooth/config.yaml (the demonstration's run) passes its checks, and every LoRA target it names is a
+    module of the shipped UNet (peft refuses unknown names only when the stage is built)."""
+    root = Path(__file__).parents[1]
+    monkeypatch.chdir(root)
+    config = load_config(root / "docs" / "dreambooth" / "config.yaml")
+    assert config.model.lora_rank == 8
+    stage = build_stage(config)
+    adapted = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n, p in stage.unet.named_parameters() if p.requires_grad}
+    assert {t.rsplit(".", 1)[-1] for t in config.model.lora_targets} == adapted
