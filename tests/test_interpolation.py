@@ -199,6 +199,19 @@ def test_windows_sharing_only_a_given_frame_are_independent_passes(pipe, monkeyp
     assert torch.allclose(windowed[:, :, :9], alone, atol=1e-6)
 
 
+def test_windows_run_together_give_what_they_give_one_at_a_time(pipe, monkeypatch):
+    """Several windows in one UNet call (stacked along the batch) change the speed, not the video."""
+    import videoldm.pipelines.interpolate as module
+
+    long = given_latents(2, 6)  # 21 frames: 3 windows of 9, two videos
+    results = []
+    for group in (1, 2, 7):  # one per call; a group of 2 then a group of 1; all three at once
+        monkeypatch.setattr(module, "WINDOWS_PER_CALL", group)
+        results.append(run(pipe, long))
+    for result in results[1:]:
+        torch.testing.assert_close(result, results[0], rtol=1e-5, atol=1e-5)
+
+
 def test_guidance_choice(pipe):
     assert isinstance(pipe.guider(context_guidance_scale=1, guidance_scale=7.5, text_guidance=False), NoGuidance)
     assert isinstance(

@@ -42,9 +42,11 @@ def test_window_weights_sum_to_one_everywhere():
     plan = WindowPlan.of(23, 20, 12, chunk_size=8, chunk_overlap=3, tile_size=8, tile_overlap=2)
     assert len(plan) > 8
     like = torch.zeros(1, 2, 23, 20, 12)
-    ones = lambda window: torch.ones(1, 2, *(s.stop - s.start for s in window))  # noqa: E731
+    ones = lambda windows: torch.ones(len(windows), 2, *(s.stop - s.start for s in windows[0]))  # noqa: E731
     out = blend_windows(ones, plan, batch=1, channels=2, like=like)
     assert torch.allclose(out, torch.ones_like(out))
+    for group in (3, 100):  # several windows per call: the same blend
+        torch.testing.assert_close(blend_windows(ones, plan, batch=1, channels=2, like=like, group=group), out)
 
 
 def test_fresh_temporal_layers_give_the_image_upsampler():

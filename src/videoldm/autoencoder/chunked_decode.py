@@ -15,6 +15,12 @@ from dataclasses import dataclass
 
 import torch
 
+# The pipelines' default `decode_chunk_size`. Decoding a long clip in chunks is faster, not only leaner: the
+# activations of a whole 113-frame clip outgrow the CPU's caches, so every convolution streams them from memory.
+# Measured on a 2-core CPU, the stack's 113 frames through the temporal decoder: all at once 6.6 s, chunks of 64
+# 8.7 s, of 32 3.0 s, of 16 2.9 s (benchmarks/results/generate_stack.md). 32 keeps the overlap's extra work small.
+DEFAULT_DECODE_CHUNK = 32
+
 
 @dataclass(frozen=True)
 class Chunk:

@@ -92,15 +92,37 @@ class WindowPlan:
 
 
 def blend_windows(
-    run: Callable[[Window], torch.Tensor], plan: WindowPlan, *, batch: int, channels: int, like: torch.Tensor
+    run: Callable[[list[Window]], torch.Tensor],
+    plan: WindowPlan,
+    *,
+    batch: int,
+    channels: int,
+    like: torch.Tensor,
+    group: int = 1,
 ) -> torch.Tensor:
-    """`run(window)` -> (batch, channels, t, h, w) for each window of `plan`; returns the blend
-    (batch, channels, T, H, W) in `like`'s dtype and device."""
+    """`run(windows)` -> (len(windows) * batch, channels, t, h, w): the outputs of up to `group` consecutive windows
+    of `plan` that have one shape, concatenated along the batch (window-major); returns the blend
+    (batch, channels, T, H, W) in `like`'s dtype and device. `group` > 1 runs several windows in one model call:
+    on a CPU a UNet on 4-7 windows of 9 frames at once is ~30% faster than one window at a time (small batches
+    leave the cores idle between ops; very large ones outgrow the caches)."""
+    if group < 1:
+        raise ValueError(f"group must be >= 1, got {group}")
     t, h, w = plan.frames[-1].stop, plan.rows[-1].stop, plan.columns[-1].stop
     out = like.new_zeros((batch, channels, t, h, w))
     total = like.new_zeros((t, h, w))
+    pending: list[tuple[Window, torch.Tensor]] = []
+
+    def flush() -> None:
+        outputs = run([window for window, _ in pending]).to(like.dtype).split(batch)
+        for (window, weight), output in zip(pending, outputs, strict=True):
+            weight = weight.to(like.device, like.dtype)
+            out[:, :, window[0], window[1], window[2]] += weight * output
+            total[window] += weight
+        pending.clear()
+
     for window, weight in plan.windows():
-        weight = weight.to(like.device, like.dtype)
-        out[:, :, window[0], window[1], window[2]] += weight * run(window).to(like.dtype)
-        total[window] += weight
+        if pending and (len(pending) == group or pending[0][1].shape != weight.shape):
+            flush()
+        pending.append((window, weight))
+    flush()
     return out / total

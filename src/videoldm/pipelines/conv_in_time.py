@@ -44,7 +44,8 @@ def conv_in_time_latents(
     def windowed(sample: torch.Tensor, timestep: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         plan = WindowPlan.of(*sample.shape[2:], chunk_size=window, chunk_overlap=overlap)
 
-        def run(frames: tuple[slice, slice, slice]) -> torch.Tensor:
+        def run(windows: list[tuple[slice, slice, slice]]) -> torch.Tensor:
+            (frames,) = windows  # one window per call (blend_windows' default group)
             return denoise(sample[:, :, frames[0]], timestep, **kwargs)
 
         return blend_windows(run, plan, batch=sample.shape[0], channels=sample.shape[1], like=sample)

@@ -25,6 +25,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
 from videoldm.autoencoder import VideoAutoencoder
+from videoldm.autoencoder.chunked_decode import DEFAULT_DECODE_CHUNK
 from videoldm.defaults import DEFAULT_STEPS
 from videoldm.diffusion.guidance import Conditioning, Guider, text_guidance
 from videoldm.diffusion.sampling import Generator, sample_latents
@@ -274,7 +275,7 @@ class VideoLDMPipeline:
         context: torch.Tensor | None = None,
         guider: Guider | None = None,
         output_type: str = "pt",
-        decode_chunk_size: int | None = None,
+        decode_chunk_size: int | None = DEFAULT_DECODE_CHUNK,
         image_only: bool = False,
         image_decoder: bool = False,
         callback_on_step_end: StepCallback | None = None,
@@ -294,7 +295,8 @@ class VideoLDMPipeline:
             context: (B, c+1, T, h, w) = (mask * clean latents, mask) for a prediction model (PAPER.md 4).
             guider: a custom guider (e.g. `ContextGuidance`); overrides guidance_scale.
             output_type: "pt" -> (B, 3, T, H, W) in [-1, 1]; "np" -> (B, T, H, W, 3) uint8; "latent".
-            decode_chunk_size: frames per VAE decode call (None: all at once).
+            decode_chunk_size: frames per VAE decode call, in overlapping chunks (None: all at once; the default is
+                faster on a CPU, `chunked_decode.DEFAULT_DECODE_CHUNK`).
             image_only: run the same UNet with every alpha = 1 (the image model; the "before alignment" baseline).
             image_decoder: decode with the image decoder frame by frame even if decoder temporal layers are loaded.
             callback_on_step_end: called as f(pipe, step_index, timestep, {"latents": latents}) after each step;

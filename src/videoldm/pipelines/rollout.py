@@ -30,7 +30,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from videoldm import layout
 from videoldm.autoencoder import VideoAutoencoder
-from videoldm.autoencoder.chunked_decode import StreamingDecoder
+from videoldm.autoencoder.chunked_decode import DEFAULT_DECODE_CHUNK, StreamingDecoder
 from videoldm.defaults import DEFAULT_STEPS
 from videoldm.diffusion.guidance import Conditioning, Guider, context_guider
 from videoldm.diffusion.masks import context_from_mask
@@ -50,7 +50,7 @@ from videoldm.pipelines.stack import (
 
 DEFAULT_CONTEXT_GUIDANCE = 1.0  # s of the rollout's context guidance: 1.5 measured worse (docs/long-videos.md)
 INTERPOLATION_GAPS = 4  # key-frame gaps interpolated at once in a stream: 5 key frames -> 65 frames
-DECODE_CHUNK = 32  # frames kept per decode in a stream: with 2 x 17 frames of context, ~the 64 of one clip
+DECODE_CHUNK = DEFAULT_DECODE_CHUNK  # frames kept per decode in a stream (with 2 x 17 frames of context)
 MAX_FRAMES = 10_000  # a stated guard (about an hour on a 2-core CPU), not a limit of the method
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from diffusers.utils import BaseOutput
 
+from videoldm.autoencoder.chunked_decode import DEFAULT_DECODE_CHUNK
 from videoldm.defaults import DEFAULT_STEPS
 from videoldm.diffusion.masks import INTERPOLATION_FACTOR
 from videoldm.diffusion.sampling import Generator, strength_start
@@ -144,7 +145,7 @@ class VideoLDMStackPipeline:
         num_videos_per_prompt: int = 1,
         generator: Generator = None,
         output_type: str = "pt",
-        decode_chunk_size: int | None = None,
+        decode_chunk_size: int | None = DEFAULT_DECODE_CHUNK,
         image_decoder: bool = False,
         return_dict: bool = True,
     ) -> VideoLDMStackOutput | tuple:

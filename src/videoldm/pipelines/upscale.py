@@ -138,7 +138,8 @@ class VideoUpscalePipeline:
         assert context is not None
         levels = noise_level.repeat(sample.shape[0] // noise_level.shape[0])
 
-        def run(window: Window) -> torch.Tensor:
+        def run(windows: list[Window]) -> torch.Tensor:
+            (window,) = windows  # one tile per call (blend_windows' default group)
             part = (slice(None), slice(None), *window)
             x = sample[part].to(self.dtype)
             return self.upsampler(
