@@ -30,7 +30,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from videoldm import layout
 from videoldm.autoencoder import VideoAutoencoder
-from videoldm.autoencoder.chunked_decode import DEFAULT_DECODE_CHUNK, StreamingDecoder
+from videoldm.autoencoder.chunked_decode import DEFAULT_DECODE_CHUNK, StreamingDecoder, default_overlap
 from videoldm.defaults import DEFAULT_STEPS
 from videoldm.diffusion.guidance import Conditioning, Guider, context_guider
 from videoldm.diffusion.masks import context_from_mask
@@ -50,7 +50,6 @@ from videoldm.pipelines.stack import (
 
 DEFAULT_CONTEXT_GUIDANCE = 1.0  # s of the rollout's context guidance: 1.5 measured worse (docs/long-videos.md)
 INTERPOLATION_GAPS = 4  # key-frame gaps interpolated at once in a stream: 5 key frames -> 65 frames
-DECODE_CHUNK = DEFAULT_DECODE_CHUNK  # frames kept per decode in a stream (with 2 x 17 frames of context)
 MAX_FRAMES = 10_000  # a stated guard (about an hour on a 2-core CPU), not a limit of the method
 
 
@@ -289,7 +288,7 @@ def decoder_radius(autoencoder: VideoAutoencoder, *, image_decoder: bool = False
     if image_decoder or autoencoder.temporal is None:
         return 0
     radius = autoencoder.temporal.temporal_radius()
-    return DECODE_CHUNK // 4 if radius is None else radius
+    return default_overlap(DEFAULT_DECODE_CHUNK) if radius is None else radius
 
 
 def decode_stream(
@@ -307,7 +306,7 @@ def decode_stream(
     decoder = StreamingDecoder(
         lambda z: pipe.decode_latents(z, image_decoder=image_decoder),
         radius=decoder_radius(pipe.autoencoder, image_decoder=image_decoder),
-        chunk_size=DECODE_CHUNK,
+        chunk_size=DEFAULT_DECODE_CHUNK,  # frames kept per decode in a stream
     )
     skip = 0 if context is None else context.shape[2]
     written = 0
