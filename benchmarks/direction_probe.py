@@ -18,9 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file
 
+from videoldm.cpu import tune_cpu
 from videoldm.evaluation.direction_probe import GROUPS, ProbeResult, direction_probe
 
 
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not 1 <= args.groups <= len(GROUPS):
         sys.exit(f"error: --groups must be in 1..{len(GROUPS)}, got {args.groups}")
-    torch.set_flush_denormal(True)
+    tune_cpu()  # as the command does
     if args.model is not None:
         print(
             probe_model(

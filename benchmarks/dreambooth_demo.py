@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from videoldm.cpu import tune_cpu
 from videoldm.data.shapes import DIRECTIONS
 from videoldm.evaluation.shapes_analysis import analyse_video, hue_degrees, match_caption
 from videoldm.io import write_image, write_image_grid
@@ -143,7 +144,7 @@ def summarise(rows: list[dict[str, bool]]) -> dict[str, str]:
 
 def measure(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)
+    tune_cpu()  # as the command does
     seeds = list(range(args.seed, args.seed + args.videos_per_direction))
     star = [f"{INSTANCE} moving {d}" for d in DIRECTIONS]
     world = [f"{WORLD[d]} moving {d}" for d in DIRECTIONS]

@@ -23,6 +23,7 @@ import torch
 from benchmarks.common import RESULTS, markdown_table, shown_path, write_atomic
 from videoldm import VideoLDMPipeline
 from videoldm.assets import shipped_model_dir
+from videoldm.cpu import tune_cpu
 from videoldm.data.shapes import COLOURS, DIRECTIONS, SHAPES, parse_caption
 
 PROMPTS = (
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-frames", type=int, default=16)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    torch.set_flush_denormal(True)  # as the CLI does: trained weights drift into slow denormals
+    tune_cpu()  # as the command does
     for row in run(args.model or shipped_model_dir(), num_frames=args.num_frames, out_dir=args.out):
         print(row)
 
