@@ -53,7 +53,7 @@ def test_interpolates_and_the_seed_fixes_the_video(tmp_path, model, video):
         ("unreadable", "cannot read video"),
         ("size", "multiple of 4"),
         ("window", "--window must be 4k+1"),
-        ("strength", "--strength must be in (0, 1]"),
+        ("strength", "--strength must be a number in [0, 1], got '1.5'"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_no_file(tmp_path, model, video, case, message):
@@ -70,7 +70,7 @@ def test_bad_input_exits_2_with_one_line_and_no_file(tmp_path, model, video, cas
     elif case == "size":
         source = write_video(tmp_path / "odd.mp4", torch.zeros(3, 2, 18, 18), fps=2)
     elif case == "strength":
-        extra = ["--strength", "0"]
+        extra = ["--strength", "1.5"]
     else:
         extra = ["--window", "8"]
     out = tmp_path / "out" / "x4.mp4"

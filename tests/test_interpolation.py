@@ -163,8 +163,25 @@ def test_strength_starts_from_the_noised_blend(pipe):
     full = run(pipe, z, strength=1.0)
     assert torch.equal(near[:, :, ::4], z) and torch.equal(full[:, :, ::4], z)
     assert (near - blend).abs().max() < 0.2 < (full - blend).abs().max()
-    with pytest.raises(ValueError, match="strength must be in"):
-        run(pipe, z, strength=0)
+    assert torch.equal(run(pipe, z, strength=0), blend)  # 0: the blend itself
+    for bad in (-0.1, 1.5, [0.4]):  # a list needs one value per pass: factor 4 has one, 16 two
+        with pytest.raises(ValueError, match="strength"):
+            run(pipe, z, strength=bad, factor=16 if isinstance(bad, list) else 4)
+
+
+def test_factor_16_takes_a_strength_per_pass_and_defaults_the_dense_pass_to_the_blend(pipe, monkeypatch):
+    """Default (0.4, 0): the dense pass is the latent blend of the first pass's frames, without a UNet call; a
+    strength per pass runs the model where it is > 0."""
+    z = given_latents(1, 3)
+    coarse = run(pipe, z)
+    calls = []
+    forward = pipe.unet.forward
+    monkeypatch.setattr(pipe.unet, "forward", lambda *a, **k: calls.append(1) or forward(*a, **k))
+    assert torch.equal(run(pipe, z, factor=16), linear_blend(coarse))
+    default_calls = len(calls)
+    both = run(pipe, z, factor=16, strength=[0.4, 0.4])
+    assert len(calls) > 2 * default_calls and torch.equal(both[:, :, ::4], coarse)
+    assert not torch.equal(both, linear_blend(coarse))
 
 
 def test_factor_16_runs_the_coarse_condition_then_the_fine_one(pipe):

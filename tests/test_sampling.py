@@ -119,7 +119,9 @@ def test_start_runs_only_the_last_timesteps_and_strength_picks_them() -> None:
     seen: list[int] = []
     late = sample_latents(_toy_model, scheduler, states[1], start=2, callback=lambda i, t, z: seen.append(i), **kwargs)
     assert seen == [2, 3] and torch.allclose(late, full, atol=1e-6)
-    assert [strength_start(10, s) for s in (1.0, 0.5, 0.3, 0.01)] == [0, 5, 7, 9]
-    for bad in (0.0, 1.5, -1):
+    assert [strength_start(10, s) for s in (1.0, 0.5, 0.3, 0.01, 0.0)] == [0, 5, 7, 9, 10]  # 0: no step runs
+    none = sample_latents(_toy_model, scheduler, states[1], start=4, **kwargs)
+    assert torch.equal(none, states[1])
+    for bad in (1.5, -1, -0.01, "0.5"):
         with pytest.raises(ValueError, match="strength must be in"):
             strength_start(10, bad)

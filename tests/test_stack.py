@@ -87,7 +87,8 @@ def test_batches_and_numpy_output(pipe: VideoLDMStackPipeline) -> None:
     [
         ({"num_frames": 1}, "num_frames must be an integer in"),
         ({"interpolation_steps": 0}, "interpolation_steps must be an integer >= 1"),
-        ({"interpolation_strength": 0.0}, "interpolation_strength must be in"),
+        ({"interpolation_strength": 1.5}, "interpolation_strength must be in"),
+        ({"interpolation_strength": (0.4,)}, "interpolation_strength takes one value or 2"),
         ({"context_guidance_scale": -1.0}, "context_guidance_scale must be a number >= 0"),
         ({"output_type": "pil"}, "output_type must be one of"),
     ],

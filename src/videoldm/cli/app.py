@@ -31,6 +31,21 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(code=2)
 
 
+def parse_strengths(name: str, text: str | None, passes: int) -> float | tuple[float, ...] | None:
+    """A strength option of the x4 passes: one number for every pass, or `passes` comma-separated (coarsest
+    first), each in [0, 1] (0: the given frames' latent blend, no model call); exit 2 naming `name` otherwise."""
+    if text is None:
+        return None
+    expected = "a number in [0, 1]" if passes == 1 else f"a number or {passes} comma-separated numbers in [0, 1]"
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        fail(f"{name} must be {expected}, got {text!r}")
+    if len(values) not in (1, passes) or not all(0 <= value <= 1 for value in values):
+        fail(f"{name} must be {expected}, got {text!r}")
+    return values[0] if len(values) == 1 else values
+
+
 def model_dir(model: Path | None, *, parts: tuple[str, ...] = VIDEO_LDM_PARTS) -> Path:
     """--model, or the shipped model folder when None, checked to hold the subfolders `parts`; a one-line
     error (exit code 2) naming the missing folder otherwise. Imports lazily: `--help` stays fast."""

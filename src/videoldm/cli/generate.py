@@ -20,7 +20,7 @@ from pathlib import Path
 
 import typer
 
-from videoldm.cli.app import app, fail, model_dir
+from videoldm.cli.app import app, fail, model_dir, parse_strengths
 from videoldm.defaults import DEFAULT_STEPS
 
 
@@ -35,10 +35,11 @@ def generate(
     interpolation_steps: int | None = typer.Option(
         None, "--interpolation-steps", help="Denoising steps of each x4 pass of the stack (default 5)."
     ),
-    interpolation_strength: float | None = typer.Option(
+    interpolation_strength: str | None = typer.Option(
         None,
         "--interpolation-strength",
-        help="Share of the x4 passes' steps run, from the noised blend of the key frames (default 0.4; 1: from noise).",
+        help="Share of each x4 pass's steps run, from the noised blend of its given frames: one number, or two "
+        "(key-frame pass, dense pass) as A,B (default 0.4,0; 0: the blend itself; 1: from noise).",
     ),
     guidance: float = typer.Option(7.5, "--guidance", help="Classifier-free guidance scale (<= 1: off)."),
     context_guidance: float | None = typer.Option(
@@ -100,6 +101,7 @@ def generate(
     stack_folder = has_interpolation(folder) and not keyframes_only  # the stack's frame count and rate
     run_stack = stack_folder and not image_only
     spec = _prediction_spec(folder)
+    strengths = parse_strengths("--interpolation-strength", interpolation_strength, 2)
     num_frames = _check_stack(
         num_frames,
         stack_folder=stack_folder,
@@ -160,7 +162,7 @@ def generate(
         image_only=image_only,
         image_decoder=image_decoder,
         interpolation_steps=interpolation_steps,
-        interpolation_strength=interpolation_strength,
+        interpolation_strength=strengths,
         context_guidance=context_guidance,
         prediction_guidance=prediction_guidance,
         conv_in_time=conv_in_time,
@@ -183,7 +185,7 @@ def _check_stack(
     stack_folder: bool,
     run_stack: bool,
     interpolation_steps: int | None,
-    interpolation_strength: float | None,
+    interpolation_strength: str | None,
     context_guidance: float | None,
     predicts: bool,
 ) -> int:
@@ -207,8 +209,6 @@ def _check_stack(
                 )
     if interpolation_steps is not None and interpolation_steps < 1:
         fail(f"--interpolation-steps must be >= 1, got {interpolation_steps}")
-    if interpolation_strength is not None and not 0 < interpolation_strength <= 1:
-        fail(f"--interpolation-strength must be in (0, 1], got {interpolation_strength}")
     if context_guidance is not None and not 0 <= context_guidance < float("inf"):
         fail(f"--context-guidance must be a number >= 0, got {context_guidance}")
     if num_frames is None:

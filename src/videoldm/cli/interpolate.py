@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from videoldm import layout
-from videoldm.cli.app import app, check_video_paths, fail, model_dir
+from videoldm.cli.app import app, check_video_paths, fail, model_dir, parse_strengths
 
 FACTORS = (4, 16)
 
@@ -31,8 +31,12 @@ def interpolate(
     seed: Annotated[int, typer.Option("--seed", help="Same seed, same video.")] = 0,
     steps: Annotated[int, typer.Option("--steps", help="Denoising steps per x4 pass.")] = 25,
     strength: Annotated[
-        float | None,
-        typer.Option("--strength", help="Share of the steps run, from the noised blend (default 0.4; 1: from noise)."),
+        str | None,
+        typer.Option(
+            "--strength",
+            help="Share of each pass's steps run, from the noised blend: one number, or A,B per pass with --factor 16 "
+            "(default 0.4, and 0 for the second pass; 0: the blend itself; 1: from noise).",
+        ),
     ] = None,
     prompt: Annotated[
         str | None, typer.Option("--prompt", help="The video's caption (default: none, the empty prompt).")
@@ -57,8 +61,7 @@ def interpolate(
     for name, value in (("--guidance", guidance), ("--context-guidance", context_guidance)):
         if not 0 <= value < float("inf"):
             fail(f"{name} must be a number >= 0, got {value}")
-    if strength is not None and not 0 < strength <= 1:
-        fail(f"--strength must be in (0, 1], got {strength}")
+    strengths = parse_strengths("--strength", strength, FACTORS.index(factor) + 1)
     if prompt is not None and not prompt.strip():
         fail("--prompt must not be empty")
     if window is not None and (window < 5 or window % 4 != 1):
@@ -96,7 +99,7 @@ def interpolate(
         generator=torch.Generator().manual_seed(seed),
         window_overlap=window_overlap,
         **({} if window is None else {"window_frames": window}),
-        **({} if strength is None else {"strength": strength}),
+        **({} if strengths is None else {"strength": strengths}),
     ).frames
     write_video(output, frames[0], fps=fps * factor)  # atomic: a temporary file renamed into place
     typer.echo(f"{output} ({video.shape[1]} -> {frames.shape[2]} frames at {fps * factor:g} fps)")

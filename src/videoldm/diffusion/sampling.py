@@ -45,11 +45,14 @@ def step_kwargs(scheduler: SchedulerMixin, generator: Generator) -> dict[str, An
 
 
 def strength_start(num_inference_steps: int, strength: float, *, name: str = "strength") -> int:
-    """The first timestep index run for img2img `strength` in (0, 1] (diffusers' `get_timesteps`): the last
-    max(1, round(strength * num_inference_steps)) steps run; strength 1 runs them all (start 0). A ValueError
-    naming the argument `name` otherwise."""
-    if not 0 < strength <= 1:
-        raise ValueError(f"{name} must be in (0, 1], got {strength!r}")
+    """The first timestep index run for img2img `strength` in [0, 1] (diffusers' `get_timesteps`): the last
+    max(1, round(strength * num_inference_steps)) steps run; strength 1 runs them all (start 0), strength 0 none
+    (start `num_inference_steps`: the caller's start is its result). A ValueError naming the argument `name`
+    otherwise."""
+    if not isinstance(strength, int | float) or not 0 <= strength <= 1:
+        raise ValueError(f"{name} must be in [0, 1], got {strength!r}")
+    if strength == 0:
+        return num_inference_steps
     return num_inference_steps - max(1, round(strength * num_inference_steps))
 
 

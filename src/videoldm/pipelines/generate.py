@@ -57,7 +57,7 @@ class VideoRequest:
     image_only: bool = False
     image_decoder: bool = False
     interpolation_steps: int | None = None
-    interpolation_strength: float | None = None
+    interpolation_strength: float | tuple[float, ...] | None = None  # one, or one per x4 pass
     context_guidance: float | None = None
     prediction_guidance: float | None = None
     conv_in_time: bool = False

@@ -52,12 +52,31 @@ from videoldm.video_unet import VideoUNet
 
 OUTPUT_TYPES = ("pt", "np", "latent")
 FACTORS = (4, 16)
-# Each pass starts from the given frames' latent blend, noised: at high noise an epsilon model's x0 is worse than
-# the blend (the background came out redrawn). 0.4 measured best of 0.2-0.8 (docs/interpolation.md); 1 = the paper.
 # Windows per UNet call (`blend_windows`' group). Measured on a 2-core CPU, 28 windows of 9 frames through the
 # shipped interpolation UNet: one per call 7.9 s, 4 per call 5.7 s, 7 per call 5.6 s, 14 6.5 s, all 28 7.0 s.
 WINDOWS_PER_CALL = 7
+# Each pass starts from the given frames' latent blend, noised: at high noise an epsilon model's x0 is worse than
+# the blend (the background came out redrawn). 0.4 measured best of 0.2-0.8 (docs/interpolation.md); 1 = the paper.
 DEFAULT_STRENGTH = 0.4
+# The strength of each pass of factor 16, coarsest first. The dense pass (objects move a sub-pixel step per frame)
+# defaults to 0, the latent blend itself: on held-out clips it is closer to the truth than the model's pass
+# (position 0.101 vs 0.131 px, 34.65 vs 34.53 dB; benchmarks/results/interpolation_quality.md, "x4 -> full"), and
+# it saves 14 of the stack's 18 windows per step (docs/interpolation.md "The dense pass").
+DEFAULT_STRENGTHS = (DEFAULT_STRENGTH, 0.0)
+Strength = float | Sequence[float] | None
+
+
+def pass_strengths(strength: Strength, passes: int, *, name: str = "strength") -> list[float]:
+    """The strength of each of `passes` x4 passes: None -> `DEFAULT_STRENGTHS[:passes]`, a number -> every pass,
+    a sequence -> one per pass; each in [0, 1] (0: the latent blend, no model call). A ValueError naming `name`."""
+    if strength is None:
+        return list(DEFAULT_STRENGTHS[:passes])
+    values = [strength] * passes if isinstance(strength, int | float) else list(strength)
+    if len(values) != passes:
+        raise ValueError(f"{name} takes one value or {passes} (one per x4 pass), got {list(values)}")
+    for value in values:
+        strength_start(1, value, name=name)  # the range check
+    return [float(value) for value in values]
 
 
 @dataclass
@@ -272,9 +291,13 @@ class VideoInterpolationPipeline:
     ) -> torch.Tensor:
         """One x4 pass: given latents (B, c, T, h, w) -> (B, c, 4T - 3, h, w) whose every 4th frame is `given`.
         strength < 1 starts from the linear blend of the given latents noised to the level of
-        `timesteps[strength_start(num_inference_steps, strength)]` and runs the steps from there."""
+        `timesteps[strength_start(num_inference_steps, strength)]` and runs the steps from there; strength 0 returns
+        that blend (no model call)."""
         b, c, t, h, w = given.shape
         given = given.to(self.device, torch.float32)
+        start = strength_start(num_inference_steps, strength)
+        if start == num_inference_steps:
+            return linear_blend(given)
         mask = interpolation_mask(t)
         t_out = mask.shape[0]
         cond.context = context_from_mask(spread_frames(given), mask).to(self.dtype)
@@ -282,7 +305,6 @@ class VideoInterpolationPipeline:
         timesteps = self.scheduler.timesteps
         noise = randn_tensor((b, c, t_out, h, w), generator=generator, device=torch.device("cpu"), dtype=torch.float32)
         noise = noise.to(self.device)
-        start = strength_start(num_inference_steps, strength)
         if start:  # the blend holds what does not move (the background) exactly; the steps left redraw the rest
             latents = self.scheduler.add_noise(linear_blend(given), noise, timesteps[start].expand(b))
         else:
@@ -315,7 +337,7 @@ class VideoInterpolationPipeline:
         factor: int = 4,
         prompt: str | list[str] | None = None,
         num_inference_steps: int = 25,
-        strength: float = DEFAULT_STRENGTH,
+        strength: Strength = None,
         context_guidance_scale: float = 1.0,
         guidance_scale: float = 1.0,
         generator: Generator = None,
@@ -332,8 +354,10 @@ class VideoInterpolationPipeline:
             video: (B, 3, T, H, W) in [-1, 1], encoded with the folder's autoencoder; or `latents` (B, c, T, h, w).
             factor: 4 -> 4T - 3 frames (one pass: key-frame spacing in), 16 -> 16T - 15 (two passes).
             prompt: the caption (text guidance with guidance_scale > 1); None: the empty prompt, no text guidance.
-            strength: the share of the `num_inference_steps` steps run; < 1 starts each pass from the linear blend
-                of the given frames noised to that step's level (diffusers' img2img `strength`); 1 = from noise.
+            strength: the share of the `num_inference_steps` steps run; < 1 starts a pass from the linear blend
+                of the given frames noised to that step's level (diffusers' img2img `strength`); 1 = from noise;
+                0 = the blend itself. One number for every pass or one per pass (default `DEFAULT_STRENGTHS`:
+                0.4, and 0 for factor 16's dense pass).
             context_guidance_scale: s of f(z) + s * (f(z; c) - f(z)); 1 = no context guidance (one branch).
             generator: seeds the noise of every pass: same seed, same video.
             window_frames: output frames per window, 4k + 1 (default -1: the clip length the model was trained on;
@@ -357,7 +381,7 @@ class VideoInterpolationPipeline:
             conditions=conditions,
             output_type=output_type,
         )
-        steps = num_inference_steps - strength_start(num_inference_steps, strength)  # a bad strength fails here
+        strengths = pass_strengths(strength, FACTORS.index(factor) + 1)
         z = latents if latents is not None else self.autoencoder.encode(video.to(self.device))
         text_guidance = prompt is not None and guidance_scale > 1
         guider = self.guider(
@@ -365,8 +389,9 @@ class VideoInterpolationPipeline:
         )
         cond = self.encode_prompt(prompt, z.shape[0], negative=text_guidance)
         passes = list(conditions) if conditions is not None else self.conditions_for(factor)
-        for i, condition in enumerate(passes):
-            desc = f"interpolating x4 ({i + 1}/{len(passes)})"
+        for i, (condition, strength_i) in enumerate(zip(passes, strengths, strict=True)):
+            steps = num_inference_steps - strength_start(num_inference_steps, strength_i)
+            desc = f"interpolating x4 ({i + 1}/{len(passes)}{'' if steps else ', latent blend'})"
             with tqdm(total=steps, **{"desc": desc, **self._progress_bar_config}) as bar:
                 z = self.interpolate_latents(
                     z,
@@ -374,7 +399,7 @@ class VideoInterpolationPipeline:
                     guider=guider,
                     condition=condition,
                     num_inference_steps=num_inference_steps,
-                    strength=strength,
+                    strength=strength_i,
                     generator=generator,
                     window_frames=window_frames,
                     window_overlap=window_overlap,

@@ -36,7 +36,7 @@ from videoldm.diffusion.guidance import Conditioning, Guider, context_guider
 from videoldm.diffusion.masks import context_from_mask
 from videoldm.diffusion.sampling import Generator, GivenFrames, sample_latents
 from videoldm.pipelines.conv_in_time import conv_in_time_latents
-from videoldm.pipelines.interpolate import DEFAULT_STRENGTH
+from videoldm.pipelines.interpolate import Strength
 from videoldm.pipelines.pipeline_videoldm import VideoLDMPipeline
 from videoldm.pipelines.stack import (
     DEFAULT_INTERPOLATION_STEPS,
@@ -188,7 +188,7 @@ def stream_stack(
     decoder_context: torch.Tensor | None = None,
     context_guidance_scale: float = DEFAULT_CONTEXT_GUIDANCE,
     interpolation_steps: int = DEFAULT_INTERPOLATION_STEPS,
-    interpolation_strength: float = DEFAULT_STRENGTH,
+    interpolation_strength: Strength = None,
     interpolation_guidance_scale: float = 1.0,
     interpolation_context_guidance_scale: float = 1.0,
     generator: Generator = None,

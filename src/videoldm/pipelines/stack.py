@@ -28,11 +28,11 @@ from diffusers.utils import BaseOutput
 from videoldm.autoencoder.chunked_decode import DEFAULT_DECODE_CHUNK
 from videoldm.defaults import DEFAULT_STEPS
 from videoldm.diffusion.masks import INTERPOLATION_FACTOR
-from videoldm.diffusion.sampling import Generator, strength_start
+from videoldm.diffusion.sampling import Generator
 from videoldm.loading import ModelGeometry
 from videoldm.pipelines import folders
 from videoldm.pipelines.components import VideoLDMComponents
-from videoldm.pipelines.interpolate import DEFAULT_STRENGTH, VideoInterpolationPipeline
+from videoldm.pipelines.interpolate import Strength, VideoInterpolationPipeline, pass_strengths
 from videoldm.pipelines.pipeline_videoldm import OUTPUT_TYPES, VideoLDMPipeline
 
 FACTOR = INTERPOLATION_FACTOR**2  # two x4 passes: key frames 16 output frames apart
@@ -40,9 +40,9 @@ DEFAULT_KEYFRAMES = 8  # the paper's: 8 -> 29 -> 113 frames
 # Guards, not model limits: the key-frame model samples all key frames as one clip (its temporal attention spans
 # them all) and was trained on 8; 64 is 8x that, ~1,000 output frames.
 MAX_KEYFRAMES = 64
-# The interpolation passes' steps: 5 DDIM steps each (the key frames: DEFAULT_STEPS). Each step of the two passes
-# runs 18 windows of 9 frames (~10x the key frames' 8 frames x 2 branches), and the given frames pin every 4th
-# frame; 5 is what the 30 s target of `videoldm generate` leaves room for (docs/interpolation.md "The stack").
+# The interpolation passes' steps: 5 DDIM steps each (the key frames: DEFAULT_STEPS), of which strength 0.4 runs
+# the last 2 in the key-frame pass (4 windows of 9 frames per step for 8 key frames) and the dense pass, at its
+# default strength 0, none (it would run 14 windows per step; docs/interpolation.md "The stack", "The dense pass").
 DEFAULT_INTERPOLATION_STEPS = 5
 
 
@@ -137,7 +137,7 @@ class VideoLDMStackPipeline:
         width: int | None = None,
         num_inference_steps: int = DEFAULT_STEPS,
         interpolation_steps: int = DEFAULT_INTERPOLATION_STEPS,
-        interpolation_strength: float = DEFAULT_STRENGTH,
+        interpolation_strength: Strength = None,
         guidance_scale: float = 7.5,
         negative_prompt: str | list[str] | None = None,
         context_guidance_scale: float = 1.0,
@@ -158,7 +158,8 @@ class VideoLDMStackPipeline:
             num_inference_steps, guidance_scale, negative_prompt: the key frames' (as in `VideoLDMPipeline`).
             interpolation_steps: denoising steps of each x4 pass.
             interpolation_strength: the share of them run, from the noised blend of the given frames
-                (`VideoInterpolationPipeline`'s `strength`; 1: from pure noise).
+                (`VideoInterpolationPipeline`'s `strength`: one number or one per pass; 1: from pure noise; 0: the
+                blend itself). Default 0.4 for the key-frame pass and 0 for the dense one (`DEFAULT_STRENGTHS`).
             context_guidance_scale: s of the interpolation passes' context guidance (1: none, one branch).
             interpolation_guidance_scale: text guidance in the interpolation passes (<= 1: off, the default).
             generator: seeds the key frames' noise, then each pass's: same seed, same video.
@@ -170,7 +171,7 @@ class VideoLDMStackPipeline:
         num_keyframes = keyframes_for(num_frames)
         if not isinstance(interpolation_steps, int) or interpolation_steps < 1:
             raise ValueError(f"interpolation_steps must be an integer >= 1, got {interpolation_steps!r}")
-        strength_start(interpolation_steps, interpolation_strength, name="interpolation_strength")
+        pass_strengths(interpolation_strength, 2, name="interpolation_strength")
         if output_type not in OUTPUT_TYPES:  # checked before any sampling
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
         for name, scale in (
