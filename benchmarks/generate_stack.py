@@ -112,9 +112,9 @@ def write_results(
         "",
         "Each row: ONE cold command in a fresh process (interpreter start, imports, loading, sampling, decoding, "
         "writing the mp4), `--seed 0`, otherwise the defaults: the stack = 8 key frames "
-        f"({DEFAULT_STEPS} DDIM steps, guidance 7.5) -> 29 -> 113 frames (5 DDIM steps per x4 pass at strength 0.4: "
-        "the last 2 run, context guidance 1: one "
-        "branch, windows of 9 frames) "
+        f"({DEFAULT_STEPS} DDIM steps, guidance 7.5) -> 29 frames (5 DDIM steps at strength 0.4: the last 2 run, "
+        "context guidance 1: one branch, windows of 9 frames) -> 113 frames (the dense pass at strength 0: the "
+        "latent blend, no model call) "
         "-> the temporal decoder once, 113 frames at 30 fps; `--keyframes-only --num-frames 8` = the stack's first "
         f"stage alone (8 key frames, {DEFAULT_STEPS} steps, one decode). `cpu_s`: the process's user + system seconds "
         f"(rusage). `quiet_estimate_s` = `cpu_s` x {QUIET_WALL_PER_CPU:.3f} (the default command's wall / CPU "
