@@ -13,7 +13,7 @@ What changes between those pipelines is passed in, not written into the loop:
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -54,6 +54,23 @@ def strength_start(num_inference_steps: int, strength: float, *, name: str = "st
     if strength == 0:
         return num_inference_steps
     return num_inference_steps - max(1, round(strength * num_inference_steps))
+
+
+Strength = float | Sequence[float] | None
+
+
+def pass_strengths(strength: Strength, defaults: Sequence[float], *, name: str = "strength") -> list[float]:
+    """The strength of each of len(`defaults`) passes (interpolation's x4 passes): None -> `defaults`, a number ->
+    every pass, a sequence -> one per pass; each in [0, 1] (`strength_start`). A ValueError naming `name`."""
+    passes = len(defaults)
+    if strength is None:
+        return list(defaults)
+    values = [strength] * passes if isinstance(strength, int | float) else list(strength)
+    if len(values) != passes:
+        raise ValueError(f"{name} takes one value or {passes} (one per pass), got {values}")
+    for value in values:
+        strength_start(1, value, name=name)  # the range check
+    return [float(value) for value in values]
 
 
 @torch.no_grad()

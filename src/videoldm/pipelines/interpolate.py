@@ -43,7 +43,7 @@ from videoldm.diffusion.masks import (
     linear_blend,
     spread_frames,
 )
-from videoldm.diffusion.sampling import Generator, GivenFrames, sample_latents, strength_start
+from videoldm.diffusion.sampling import Generator, GivenFrames, Strength, pass_strengths, sample_latents, strength_start
 from videoldm.diffusion.windows import Window, WindowPlan, blend_windows
 from videoldm.loading import ModelGeometry, load_scheduler, load_text_encoder
 from videoldm.pipelines.folders import interpolation_part, read_interpolation_config
@@ -63,20 +63,6 @@ DEFAULT_STRENGTH = 0.4
 # (position 0.101 vs 0.131 px, 34.65 vs 34.53 dB; benchmarks/results/interpolation_quality.md, "x4 -> full"), and
 # it saves 14 of the stack's 18 windows per step (docs/interpolation.md "The dense pass").
 DEFAULT_STRENGTHS = (DEFAULT_STRENGTH, 0.0)
-Strength = float | Sequence[float] | None
-
-
-def pass_strengths(strength: Strength, passes: int, *, name: str = "strength") -> list[float]:
-    """The strength of each of `passes` x4 passes: None -> `DEFAULT_STRENGTHS[:passes]`, a number -> every pass,
-    a sequence -> one per pass; each in [0, 1] (0: the latent blend, no model call). A ValueError naming `name`."""
-    if strength is None:
-        return list(DEFAULT_STRENGTHS[:passes])
-    values = [strength] * passes if isinstance(strength, int | float) else list(strength)
-    if len(values) != passes:
-        raise ValueError(f"{name} takes one value or {passes} (one per x4 pass), got {list(values)}")
-    for value in values:
-        strength_start(1, value, name=name)  # the range check
-    return [float(value) for value in values]
 
 
 @dataclass
@@ -381,7 +367,7 @@ class VideoInterpolationPipeline:
             conditions=conditions,
             output_type=output_type,
         )
-        strengths = pass_strengths(strength, FACTORS.index(factor) + 1)
+        strengths = pass_strengths(strength, DEFAULT_STRENGTHS[: FACTORS.index(factor) + 1])
         z = latents if latents is not None else self.autoencoder.encode(video.to(self.device))
         text_guidance = prompt is not None and guidance_scale > 1
         guider = self.guider(

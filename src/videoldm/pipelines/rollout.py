@@ -34,9 +34,8 @@ from videoldm.autoencoder.chunked_decode import DEFAULT_DECODE_CHUNK, StreamingD
 from videoldm.defaults import DEFAULT_STEPS
 from videoldm.diffusion.guidance import Conditioning, Guider, context_guider
 from videoldm.diffusion.masks import context_from_mask
-from videoldm.diffusion.sampling import Generator, GivenFrames, sample_latents
+from videoldm.diffusion.sampling import Generator, GivenFrames, Strength, sample_latents
 from videoldm.pipelines.conv_in_time import conv_in_time_latents
-from videoldm.pipelines.interpolate import Strength
 from videoldm.pipelines.pipeline_videoldm import VideoLDMPipeline
 from videoldm.pipelines.stack import (
     DEFAULT_INTERPOLATION_STEPS,

@@ -28,11 +28,11 @@ from diffusers.utils import BaseOutput
 from videoldm.autoencoder.chunked_decode import DEFAULT_DECODE_CHUNK
 from videoldm.defaults import DEFAULT_STEPS
 from videoldm.diffusion.masks import INTERPOLATION_FACTOR
-from videoldm.diffusion.sampling import Generator
+from videoldm.diffusion.sampling import Generator, Strength, pass_strengths
 from videoldm.loading import ModelGeometry
 from videoldm.pipelines import folders
 from videoldm.pipelines.components import VideoLDMComponents
-from videoldm.pipelines.interpolate import Strength, VideoInterpolationPipeline, pass_strengths
+from videoldm.pipelines.interpolate import DEFAULT_STRENGTHS, VideoInterpolationPipeline
 from videoldm.pipelines.pipeline_videoldm import OUTPUT_TYPES, VideoLDMPipeline
 
 FACTOR = INTERPOLATION_FACTOR**2  # two x4 passes: key frames 16 output frames apart
@@ -171,7 +171,7 @@ class VideoLDMStackPipeline:
         num_keyframes = keyframes_for(num_frames)
         if not isinstance(interpolation_steps, int) or interpolation_steps < 1:
             raise ValueError(f"interpolation_steps must be an integer >= 1, got {interpolation_steps!r}")
-        pass_strengths(interpolation_strength, 2, name="interpolation_strength")
+        pass_strengths(interpolation_strength, DEFAULT_STRENGTHS, name="interpolation_strength")
         if output_type not in OUTPUT_TYPES:  # checked before any sampling
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
         for name, scale in (
