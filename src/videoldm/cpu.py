@@ -23,11 +23,11 @@ def tune_allocator() -> bool:
 
     glibc serves every allocation over 32 MiB (one interpolation call's GEGLU activations are 33 MiB) with a
     fresh mmap and unmaps it on free, so each such tensor pays a page fault per 4 KiB page on first touch; on a
-    2-core VM that made a 33 MiB `gelu` 5x slower than into reused memory, and `videoldm generate` ~10 % slower
-    (benchmarks/results/generate_stack.md). Serving them from the heap and trimming it only above
-    `TRIM_THRESHOLD_BYTES` reuses the pages -- what jemalloc / tcmalloc, which PyTorch's CPU tuning guide
-    recommends, do. Peak memory is unchanged: freed memory is reused, not added to. Returns whether it applied
-    (False on other C libraries).
+    2-core VM a 33 MiB `gelu` ran 5x slower than into reused memory. Serving them from the heap and trimming it
+    only above `TRIM_THRESHOLD_BYTES` reuses the pages -- what jemalloc / tcmalloc, which PyTorch's CPU tuning
+    guide recommends, do. Measured there: decoding 113 frames 3.4 -> 2.8 s, `videoldm generate --num-frames 1000`
+    206 -> 154 s; the cost is peak memory, 1106 -> 1340 MB for the latter, as the heap keeps its fragments
+    (benchmarks/results/long_video.md). Returns whether it applied (False on other C libraries).
     """
     path = ctypes.util.find_library("c")
     try:

@@ -342,8 +342,7 @@ class VideoInterpolationPipeline:
             prompt: the caption (text guidance with guidance_scale > 1); None: the empty prompt, no text guidance.
             strength: the share of the `num_inference_steps` steps run; < 1 starts a pass from the linear blend
                 of the given frames noised to that step's level (diffusers' img2img `strength`); 1 = from noise;
-                0 = the blend itself. One number for every pass or one per pass (default `DEFAULT_STRENGTHS`:
-                0.4, and 0 for factor 16's dense pass).
+                0 = the blend itself. One number or one per pass (default `DEFAULT_STRENGTHS`: 0.4, 0).
             context_guidance_scale: s of f(z) + s * (f(z; c) - f(z)); 1 = no context guidance (one branch).
             generator: seeds the noise of every pass: same seed, same video.
             window_frames: output frames per window, 4k + 1 (default -1: the clip length the model was trained on;
@@ -377,8 +376,8 @@ class VideoInterpolationPipeline:
         passes = list(conditions) if conditions is not None else self.conditions_for(factor)
         for i, (condition, strength_i) in enumerate(zip(passes, strengths, strict=True)):
             steps = num_inference_steps - strength_start(num_inference_steps, strength_i)
-            desc = f"interpolating x4 ({i + 1}/{len(passes)}{'' if steps else ', latent blend'})"
-            with tqdm(total=steps, **{"desc": desc, **self._progress_bar_config}) as bar:
+            desc = f"interpolating x4 ({i + 1}/{len(passes)})"
+            with tqdm(total=max(steps, 1), **{"desc": desc, **self._progress_bar_config}) as bar:
                 z = self.interpolate_latents(
                     z,
                     cond=cond,
@@ -391,6 +390,7 @@ class VideoInterpolationPipeline:
                     window_overlap=window_overlap,
                     progress=bar,
                 )
+                bar.update(int(not steps))  # a pass without steps (the blend) still shows as one tick
         if output_type == "latent":
             out: torch.Tensor | np.ndarray = z
         else:
