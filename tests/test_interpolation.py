@@ -180,7 +180,7 @@ def test_factor_16_takes_a_strength_per_pass_and_defaults_the_dense_pass_to_the_
     assert torch.equal(run(pipe, z, factor=16), linear_blend(coarse))
     default_calls = len(calls)
     both = run(pipe, z, factor=16, strength=[0.4, 0.4])
-    assert len(calls) > 2 * default_calls and torch.equal(both[:, :, ::4], coarse)
+    assert len(calls) - default_calls > default_calls and torch.equal(both[:, :, ::4], coarse)  # the model ran twice
     assert not torch.equal(both, linear_blend(coarse))
 
 
