@@ -32,6 +32,7 @@ from benchmarks.common import (
     write_atomic,
 )
 from videoldm.configs import shipped_config
+from videoldm.cpu import tune_cpu
 from videoldm.training.config import read_config
 from videoldm.training.stages.diffusion import DiffusionLoss, noise_scheduler_config
 from videoldm.video_unet import VideoUNet
@@ -156,7 +157,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--no-tune-cpu", action="store_true", help="Skip `tune_cpu()` (the command's settings).")
     args = parser.parse_args(argv)
+    if not args.no_tune_cpu:
+        tune_cpu()  # as `videoldm train` does
     for row in run(args.out, config_name=args.config, variants=args.variants, repeats=args.repeats):
         print(row)
 
