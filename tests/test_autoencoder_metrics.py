@@ -87,3 +87,17 @@ def test_decoder_quality_script_compares_the_two_decoders_on_held_out_shapes():
     assert results["temporal"]["flicker"] != pytest.approx(results["image"]["flicker"], rel=1e-4)
     text = report(results, model="m", videos="v", header="h")
     assert "flicker ratio temporal / image" in text and "| temporal |" in text
+
+
+def test_decoder_floor_shift_is_exact_for_whole_pixels_and_the_static_floor_is_zero():
+    from benchmarks.decoder_floor import floor_scores, shift
+
+    frames = video(3, shape=(1, 3, 2, 16, 16))
+    # out(x, y) = frames(x + dx, y + dy): a whole-pixel shift is the frame moved, exactly, where it is defined.
+    torch.testing.assert_close(shift(frames, 2, 1)[..., :-1, :-2], frames[..., 1:, 2:].double())
+    ae = VideoAutoencoder.from_vae(tiny_vae())
+    static = floor_scores(ae, num_videos=2, texture="static", frames=3, size=32)["decoders"]
+    panned = floor_scores(ae, num_videos=2, texture="pan", frames=3, size=32)["decoders"]
+    assert set(static) == {"image", "temporal"}
+    assert static["image"]["floor"] < 1e-9 < static["image"]["flicker"]  # a still background: all removable
+    assert panned["image"]["floor"] > 0  # errors that move with the camera still change from frame to frame
