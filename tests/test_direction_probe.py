@@ -21,13 +21,15 @@ def test_counts():
     result = ProbeResult(
         groups=[("red", "circle"), ("blue", "square")],
         moved=[["left", "right", "up", "down"], ["right", "right", "down", None]],
+        one_object=[[True, True, False, True], [True, True, True, False]],
     )
     assert result.total == 8
     assert result.right == 4 + 1  # the second group: only "right" moved right
     assert result.axis_right == 4 + 3  # left->right, right->right, up->down are on the axis; None is not
     assert result.four_ways == 1
-    assert result.summary() == {"direction_right": 5 / 8, "axis_right": 7 / 8, "four_ways": 0.5}
-    assert "5/8 right" in result.line()
+    assert result.identity == 6
+    assert result.summary() == {"direction_right": 5 / 8, "axis_right": 7 / 8, "four_ways": 0.5, "identity": 6 / 8}
+    assert "5/8 right" in result.line() and "one object throughout in 6/8" in result.line()
 
 
 class RenderingPipe:
@@ -57,6 +59,7 @@ def test_probe_scores_a_model_that_follows_the_prompt_and_one_that_does_not(foll
     for latents in pipe.latents:  # the four words of a group start from one noise
         assert all(torch.equal(latents[0], other) for other in latents[1:])
     assert not torch.equal(pipe.latents[0], pipe.latents[1]), "groups get their own noise"
+    assert result.identity == 8  # every rendered video is one object, whichever way it moves
     if follow:
         assert (result.right, result.four_ways) == (8, 2)
     else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,13 +16,14 @@ from test_interpolation_training import shapes as shapes
 from test_pipeline_fixtures import tiny_image_unet
 from test_training import write_config
 from videoldm import VideoUNet
+from videoldm.data.shapes import sample_clip
 from videoldm.layout import INTERPOLATION, PREDICTION, TEMPORAL, UNET
 from videoldm.pipelines.pipeline_videoldm import VideoLDMPipeline
 from videoldm.pipelines.rollout import PredictionSpec, rollout_latents
 from videoldm.training.batches import step_generator
 from videoldm.training.config import ConfigError
 from videoldm.training.stages import build_stage, load_config
-from videoldm.training.stages.prediction import with_context_encoder
+from videoldm.training.stages.prediction import in_view_frames, with_context_encoder
 from videoldm.training.trainer import train
 
 
@@ -114,3 +116,47 @@ def test_a_short_run_exports_a_folder_that_rolls_out(tmp_path, shapes, image_mod
     assert [p.shape[2] for p in pieces] == [5, 3, 3, 1]
     assert all(torch.equal(a, b) for a, b in zip(pieces, roll(0, 12), strict=True))  # same seed, same rollout
     assert not torch.equal(pieces[1], roll(1, 12)[1])
+
+
+def test_in_view_frames_see_an_object_crossing_the_edge_of_the_wrapping_world():
+    clip = sample_clip("red", "square", "right", rng=np.random.default_rng(3), num_frames=32, speed=(4, 4), wrap=True)
+    pixels = ((clip.render() + 1) * 127.5).round().to(torch.uint8)[None]  # (1, 3, T, H, W)
+    in_view = in_view_frames(pixels)[0]
+    x = clip.centres()[:, 0] % clip.size
+    from_edge = np.minimum(x, clip.size - x)  # the object moves along x; its y stays put
+    inside = from_edge > clip.object_size  # the whole object is well inside the frame
+    across = from_edge < clip.object_size / 4  # the object straddles the edge
+    assert inside.any() and across.any()
+    assert in_view[torch.from_numpy(inside)].all() and not in_view[torch.from_numpy(across)].any()
+
+
+def test_context_free_clips_keep_their_object_in_view(tmp_path, shapes, image_model):
+    videos = 3
+    cache = fake_cache(videos=videos)
+    cache.latents += 100 * torch.arange(videos, dtype=torch.float16)[:, None, None, None, None]  # video v, frame f
+    cache.pixels = torch.full((videos, 3, FRAMES, 8, 8), 128, dtype=torch.uint8)  # grey: in view
+    cache.pixels[0, :, :, 0, 3] = torch.tensor([250, 20, 20], dtype=torch.uint8)[:, None]  # video 0: never in view
+    cache.pixels[2, :, 6, 7, 7] = torch.tensor([20, 20, 250], dtype=torch.uint8)  # video 2: not in view at frame 6
+    options = {"batch_size": 64, "context_frame_probs": [0.5, 0.5], "context_free_in_view": True}
+    batch = build_stage(load_config(config(tmp_path, shapes, image_model, **options))).batch(
+        cache, step_generator(0, 0)
+    )
+    code = batch["latents"][:, 0, :, 0, 0].round().long()  # (B, T): 100 * video + frame
+    free = batch["loss_mask"].all(dim=1)
+    assert 10 < free.sum() < 54
+    for clip, is_free in zip(code, free, strict=True):
+        video, frames = int(clip[0]) // 100, (clip % 100).tolist()
+        if is_free:
+            assert video == 1 or (video == 2 and 6 not in frames), (video, frames)
+    assert (code[~free] // 100 == 0).any(), "clips with context still come from every video"
+    with pytest.raises(ConfigError, match=r"train\.context_free_in_view: only used by stage 'prediction'"):
+        load_config(
+            write_config(
+                tmp_path / "t.yaml",
+                stage="temporal",
+                output_dir=str(tmp_path / "t"),
+                data={"videos": str(shapes), "size": 32, "num_frames": 5, "cache_frames": FRAMES},
+                model={"pretrained": str(image_model)},
+                train={"context_free_in_view": True},
+            )
+        )

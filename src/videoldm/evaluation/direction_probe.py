@@ -36,16 +36,23 @@ GROUPS: tuple[tuple[str, str], ...] = (
 @dataclass
 class ProbeResult:
     """moved[g][k]: the direction the object of group g moved under direction word k (None: no object found;
-    "static": it did not move)."""
+    "static": it did not move); one_object[g][k]: that video showed one object throughout (`VideoAnalysis.identity`:
+    same colour and shape in every frame, tracked from frame to frame)."""
 
     groups: list[tuple[str, str]]
     moved: list[list[str | None]] = field(default_factory=list)
+    one_object: list[list[bool]] = field(default_factory=list)
     advantage: dict[int, dict[str, float]] = field(default_factory=dict)  # `word_advantage`, when measured
 
     @property
     def right(self) -> int:
         """Videos whose object moved the way its prompt says."""
         return sum(m == d for row in self.moved for m, d in zip(row, DIRECTIONS, strict=True))
+
+    @property
+    def identity(self) -> int:
+        """Videos that showed one object throughout."""
+        return sum(sum(row) for row in self.one_object)
 
     @property
     def total(self) -> int:
@@ -68,6 +75,7 @@ class ProbeResult:
             "direction_right": self.right / self.total,
             "axis_right": self.axis_right / self.total,
             "four_ways": self.four_ways / len(self.moved),
+            "identity": self.identity / self.total,
             **advantage,
         }
 
@@ -77,7 +85,8 @@ class ProbeResult:
         )
         return (
             f"direction probe: {self.right}/{self.total} right, {self.axis_right}/{self.total} on the right axis, "
-            f"four words -> four motions in {self.four_ways}/{len(self.moved)} groups"
+            f"four words -> four motions in {self.four_ways}/{len(self.moved)} groups, "
+            f"one object throughout in {self.identity}/{self.total}"
             + (f"; word advantage (own word best) {words}" if words else "")
         )
 
@@ -116,7 +125,9 @@ def direction_probe(
             image_only=image_only,
             image_decoder=True,
         ).frames
-        result.moved.append([analyse_video(v.float().cpu(), wrap=wrap).direction for v in videos])
+        analyses = [analyse_video(v.float().cpu(), wrap=wrap) for v in videos]
+        result.moved.append([a.direction for a in analyses])
+        result.one_object.append([a.identity for a in analyses])
     return result
 
 

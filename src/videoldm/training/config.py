@@ -144,6 +144,11 @@ class TrainConfig:
     # Prediction stage: the shares of clips given their first S = 0, 1, 2, ... frames as context (S = 0: no
     # context, the key-frame model and context guidance's unconditional branch). Default (0.2, 0.2, 0.6).
     context_frame_probs: list[float] | None = None
+    # Prediction stage on the wrapping world: draw the S = 0 clips only among those whose object stays inside the
+    # frame throughout. S = 0 is the text-to-video key-frame model, built on a zero-padded image UNet that cannot
+    # draw an object split over the torus edge as one object: trained on such clips it learns fragments and second
+    # copies (identity 2/24 on the probe, docs/keyframes.md); clips with context (S > 0) still cross the edges.
+    context_free_in_view: bool = False
     # Dreambooth stage: the weight of the prior-preservation loss (the class half of each batch).
     prior_loss_weight: float = 1.0
     # Diffusion stages. "epsilon": the plain eps-MSE of the image LDM. "edm": each sample's loss in x0 terms

@@ -40,6 +40,19 @@ DEFAULT_CONTEXT_PROBS = (0.2, 0.2, 0.6)  # P(S = 0), P(S = 1), P(S = 2)
 ROLLOUT_CONTEXT = 2  # the rollout continues each clip from the previous clip's last 2 frames (PAPER.md section 4)
 # Copied from model.pretrained into the export when present (the stage writes unet/ and temporal/ itself).
 SHARED_PARTS = (layout.TEMPORAL_DECODER, layout.INTERPOLATION, layout.UPSAMPLER)
+# `in_view_frames`: a border pixel whose channels differ by this much (uint8) is part of a coloured object. The
+# shapes world's backgrounds are grey (channels equal up to a few levels of mp4 chroma noise); its objects are
+# saturated colours (differences of ~200).
+OBJECT_SATURATION = 64
+MAX_REDRAWS = 200  # rounds of redrawing the S = 0 clips that leave the frame (`context_free_in_view`)
+
+
+def in_view_frames(pixels: torch.Tensor, *, saturation: int = OBJECT_SATURATION) -> torch.Tensor:
+    """pixels (N, 3, T, H, W) uint8 -> (N, T) bool: no coloured pixel on the frame's outermost rows and columns,
+    i.e. the object lies inside the frame (it does not touch or cross an edge of the wrapping world)."""
+    border = torch.cat([pixels[..., 0, :], pixels[..., -1, :], pixels[..., 1:-1, 0], pixels[..., 1:-1, -1]], -1)
+    spread = border.amax(1).int() - border.amin(1).int()  # (N, T, border pixels)
+    return (spread < saturation).all(-1)
 
 
 def write_prediction_config(folder: Path, *, num_frames: int, frame_stride: int, context_frames: int) -> None:
@@ -84,6 +97,8 @@ class PredictionStage(DiffusionStage):
             )
         if config.train.image_fraction:
             raise ConfigError("train.image_fraction: not supported by stage 'prediction'")
+        if config.train.context_free_in_view and config.data.shards is not None:
+            raise ConfigError("train.context_free_in_view: needs the pixel cache of data.videos, not data.shards")
 
     @staticmethod
     def context_probs(config: RunConfig) -> list[float]:
@@ -103,6 +118,7 @@ class PredictionStage(DiffusionStage):
                 self.video_unet = with_context_encoder(unet, self._pretrained(layout.TEMPORAL))
         self.probs = torch.tensor(self.context_probs(config), dtype=torch.float64)
         self.module = self._temporal_loss(self.video_unet)
+        self._in_view: torch.Tensor | None = None  # (N, T) from the cache's pixels, on the first batch
 
     def trainable(self) -> nn.Module:
         return self.video_unet.temporal
@@ -117,14 +133,44 @@ class PredictionStage(DiffusionStage):
         assert cache.latents is not None
         t, b = self.config.data.num_frames, self.config.train.batch_size
         videos, starts = B.pick_clips(cache, batch_size=b, num_frames=t, generator=g)
+        given_count = torch.multinomial(self.probs, b, replacement=True, generator=g)
+        if self.config.train.context_free_in_view:
+            videos, starts = self._keep_in_view(cache, videos, starts, given_count == 0, g)
         latents = B.gather_clips(cache.latents, videos, starts, t).float()
         text = B.text_for(cache, videos, dropout=self.config.train.caption_dropout, generator=g)
         batch = self._diffusion_batch(latents, text, g)
-        given_count = torch.multinomial(self.probs, b, replacement=True, generator=g)
         given = torch.arange(t)[None] < given_count[:, None]
         batch["context"] = context_from_mask(latents, given)
         batch["loss_mask"] = (~given).float()
         return batch
+
+    def _keep_in_view(
+        self, cache: VideoCache, videos: torch.Tensor, frames: torch.Tensor, free: torch.Tensor, g: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Redraw the clips marked `free` (B,) (S = 0) whose object touches an edge in any frame, until each is a
+        clip whose object stays in view (`train.context_free_in_view`); the others are kept."""
+        if self._in_view is None:
+            self._in_view = in_view_frames(cache.pixels)
+            if not self._in_view.any():
+                raise ValueError(
+                    "train.context_free_in_view: no cached frame has its object inside the frame (the check looks "
+                    "for coloured pixels on the border, expecting grey backgrounds)"
+                )
+        videos, frames = videos.clone(), frames.clone()
+        ok = ~free | self._in_view[videos[:, None], frames].all(1)
+        for _ in range(MAX_REDRAWS):
+            if ok.all():
+                return videos, frames
+            more_videos, more_frames = B.pick_clips(
+                cache, batch_size=len(videos), num_frames=frames.shape[1], generator=g
+            )
+            take = ~ok & self._in_view[more_videos[:, None], more_frames].all(1)
+            videos[take], frames[take] = more_videos[take], more_frames[take]
+            ok |= take
+        raise ValueError(
+            f"train.context_free_in_view: no clip of {frames.shape[1]} frames with its object in view found in "
+            f"{MAX_REDRAWS} draws; the data's objects leave the frame too often (slower objects or shorter clips)"
+        )
 
     def export(self, directory: Path, cache: VideoCache) -> None:
         pretrained = self.config.model.pretrained
