@@ -23,3 +23,13 @@ for stage in interpolation-blend interpolation-polish; do
   /usr/bin/time -f "$stage: %e s" $PY -m videoldm train "tiny-shapes/$stage" "$@"
 done
 $PY scripts/ship_model.py runs/tiny-shapes/interpolation-polish/model/interpolation src/videoldm/assets/tiny-shapes/interpolation
+# The key frames and the prediction model (docs/keyframes.md, docs/long-videos.md). The shipped key-frame layers are
+# run C-2's (docs/runs/kf-c-2.yaml, continued from docs/runs/kf-c.yaml); tiny-shapes/keyframes is its run A design.
+if [ ! -f data/shapes-wrap/captions.csv ]; then
+  $PY -m videoldm data shapes --out data/shapes-wrap --videos 768 --seed 7 --frames 32 --speed 3.5 5.5 --wrap
+fi
+for stage in keyframes prediction prediction-inview; do
+  /usr/bin/time -f "$stage: %e s" $PY -m videoldm train "tiny-shapes/$stage" "$@"
+done
+$PY scripts/ship_model.py runs/tiny-shapes/prediction-inview/model/temporal src/videoldm/assets/tiny-shapes/temporal
+cp runs/tiny-shapes/prediction-inview/model/prediction.json src/videoldm/assets/tiny-shapes/prediction.json

@@ -27,6 +27,7 @@ SHIPPED = [
     "tiny-shapes/interpolation-polish",
     "tiny-shapes/keyframes",
     "tiny-shapes/prediction",
+    "tiny-shapes/prediction-inview",
     "tiny-shapes/temporal",
     "tiny-shapes/temporal-continue",
     "tiny-shapes/upsampler",
