@@ -6,7 +6,8 @@ features, so the same layers stay the text-to-video key-frame model (the `tempor
 S = 0 is also the unconditional branch of context guidance. S = 1 starts a clip from one frame, S = 2 continues
 one from the last two frames of the previous clip (the rollout, `pipelines/rollout.py`). The loss counts the new
 frames only: the sampler holds the given frames at each step's noise level and pastes them back, as the
-interpolation pipeline does.
+interpolation pipeline does. `train.context_free_in_view` keeps the S = 0 clips to those whose object stays inside
+the frame (on the wrapping world, the key-frame model otherwise learns to draw pieces at the edges).
 
 Model: `model.pretrained`'s `temporal/` continued. When those layers have no context encoder yet (a key-frame
 model), a zero-initialised one is added (`with_context_encoder`): at step 0 the model is exactly the key-frame
