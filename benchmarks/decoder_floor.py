@@ -7,7 +7,7 @@ That is the floor for a decoder no sharper than the image decoder; below it, the
 itself (recover detail the latents do not hold, from the frames around). On still backgrounds the floor is 0
 there: the part of the flicker at still pixels is what consistency alone removes.
 
-Renders held-out clips with a known pan (`sample_clip`, seed as `decoder_quality`), decodes them with the image
+Renders held-out clips with a known pan (`decoder_quality.held_out_clips`), decodes them with the image
 decoder (and the temporal decoder when the folder has one) and reports, on background pixels 8 px or more from the
 border (the shift is least exact there):
 - flicker: the metric, there;
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.decoder_quality import HELD_OUT_SEED
+from benchmarks.decoder_quality import held_out_clips
 from videoldm.autoencoder import VideoAutoencoder
 
 MARGIN = 8  # px left out at each border
@@ -51,23 +51,11 @@ def floor_scores(
     video_ae: VideoAutoencoder, *, num_videos: int, texture: str, frames: int = 16, size: int = 64
 ) -> dict[str, dict]:
     """The flicker, the moving-error floor and the mean abs error of each decoder on background pixels."""
-    from videoldm.data.shapes import balanced_captions, parse_caption, sample_clip
-
     decoders = ("image",) if video_ae.temporal is None else ("image", "temporal")
     sums = {name: np.zeros(3) for name in decoders}
     truth_residual = []
     inner = (slice(None), slice(None), slice(MARGIN, -MARGIN), slice(MARGIN, -MARGIN))
-    for i, caption in enumerate(balanced_captions(num_videos, seed=HELD_OUT_SEED)):
-        colour, shape, direction = parse_caption(caption)
-        clip = sample_clip(
-            colour,
-            shape,
-            direction,
-            rng=np.random.default_rng([HELD_OUT_SEED, i]),
-            num_frames=frames,
-            size=size,
-            texture=texture,
-        )
+    for clip in held_out_clips(num_videos, frames=frames, size=size, texture=texture):
         video = clip.render()[None]
         truth = ((video[0] + 1) / 2).double()  # (3, T, H, W), [0, 1]
         moved_truth = shift(truth[:, :-1], *clip.pan)

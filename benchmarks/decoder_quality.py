@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,7 +23,35 @@ from benchmarks.common import RESULTS, machine_header, machine_info, markdown_ta
 from videoldm.autoencoder import VideoAutoencoder
 from videoldm.autoencoder.metrics import psnr, ssim, static_flicker, temporal_flicker
 
+if TYPE_CHECKING:
+    from videoldm.data.shapes import ShapesClip
+
 HELD_OUT_SEED = 90_001  # the shapes datasets of the configs use small seeds; this one is for evaluation only
+
+
+def held_out_clips(
+    num_videos: int,
+    *,
+    frames: int,
+    size: int,
+    seed: int = HELD_OUT_SEED,
+    texture: str | None = None,
+    speed: tuple[float, float] | None = None,
+) -> list[ShapesClip]:
+    """The held-out clips' definitions (colour, motion, the camera's pan, ...), captions balanced over the 48;
+    `held_out_shapes` renders them."""
+    from videoldm.data.shapes import SPEED, balanced_captions, parse_caption, sample_clip
+
+    clips = []
+    for i, caption in enumerate(balanced_captions(num_videos, seed=seed)):
+        colour, shape, direction = parse_caption(caption)
+        rng = np.random.default_rng([seed, i])
+        clips.append(
+            sample_clip(
+                colour, shape, direction, rng=rng, num_frames=frames, size=size, texture=texture, speed=speed or SPEED
+            )
+        )
+    return clips
 
 
 def held_out_shapes(
@@ -37,18 +66,8 @@ def held_out_shapes(
     """(N, 3, T, size, size) shapes-world clips in [-1, 1], captions balanced over the 48; `texture` as for
     `videoldm.data.shapes.sample_clip` (None: the plain grey background); `speed` px per frame (None: the world's
     default; `PAPER_SPEED` for the paper's rates)."""
-    from videoldm.data.shapes import SPEED, balanced_captions, parse_caption, render_shapes_video
-
-    clips = []
-    for i, caption in enumerate(balanced_captions(num_videos, seed=seed)):
-        colour, shape, direction = parse_caption(caption)
-        rng = np.random.default_rng([seed, i])
-        clips.append(
-            render_shapes_video(
-                colour, shape, direction, rng=rng, num_frames=frames, size=size, texture=texture, speed=speed or SPEED
-            )
-        )
-    return torch.stack(clips)
+    clips = held_out_clips(num_videos, frames=frames, size=size, seed=seed, texture=texture, speed=speed)
+    return torch.stack([clip.render() for clip in clips])
 
 
 def real_clips(*, frames: int, size: int, segments: int = 4) -> tuple[torch.Tensor, str]:

@@ -41,7 +41,7 @@ def probe_model(
 
     pipe = VideoLDMPipeline.from_pretrained(model)
     pipe.set_progress_bar_config(disable=True)
-    lines, right, identity, total = [], 0, 0, 0
+    lines, every_seed = [], ProbeResult(groups=[])
     for seed in seeds:
         result = direction_probe(
             pipe,
@@ -55,8 +55,10 @@ def probe_model(
         )
         lines.append(f"{model} seed {seed}: {result.line()} {result.moved}")
         print(lines[-1], flush=True)
-        right, identity, total = right + result.right, identity + result.identity, total + result.total
-    lines.append(f"all seeds: {right}/{total} right, one object throughout in {identity}/{total}")
+        every_seed.groups += result.groups  # one row per group and seed: the counts add up
+        every_seed.moved += result.moved
+        every_seed.one_object += result.one_object
+    lines.append(f"all seeds: {every_seed.line()}")
     return "\n".join(lines)
 
 
