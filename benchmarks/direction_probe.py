@@ -55,9 +55,7 @@ def probe_model(
         )
         lines.append(f"{model} seed {seed}: {result.line()} {result.moved}")
         print(lines[-1], flush=True)
-        every_seed.groups += result.groups  # one row per group and seed: the counts add up
-        every_seed.moved += result.moved
-        every_seed.one_object += result.one_object
+        every_seed.extend(result)  # one row per group and seed: the counts add up
     lines.append(f"all seeds: {every_seed.line()}")
     return "\n".join(lines)
 

@@ -22,14 +22,32 @@ def test_counts():
         groups=[("red", "circle"), ("blue", "square")],
         moved=[["left", "right", "up", "down"], ["right", "right", "down", None]],
         one_object=[[True, True, False, True], [True, True, True, False]],
+        drawn=[
+            [("red", "circle"), ("red", "circle"), ("red", "circle"), ("red", "square")],
+            [("blue", "square"), ("red", "square"), (None, None), ("blue", "circle")],
+        ],
     )
     assert result.total == 8
     assert result.right == 4 + 1  # the second group: only "right" moved right
     assert result.axis_right == 4 + 3  # left->right, right->right, up->down are on the axis; None is not
     assert result.four_ways == 1
     assert result.identity == 6
-    assert result.summary() == {"direction_right": 5 / 8, "axis_right": 7 / 8, "four_ways": 0.5, "identity": 6 / 8}
+    assert result.colour_right == 4 + 2  # the second group: one red, one not found
+    assert result.shape_right == 3 + 2
+    assert result.summary() == {
+        "direction_right": 5 / 8,
+        "axis_right": 7 / 8,
+        "four_ways": 0.5,
+        "identity": 6 / 8,
+        "colour": 6 / 8,
+        "shape": 5 / 8,
+    }
     assert "5/8 right" in result.line() and "one object throughout in 6/8" in result.line()
+    assert "colour right in 6/8, shape in 5/8" in result.line()
+    both = ProbeResult(groups=[])
+    both.extend(result)
+    both.extend(result)
+    assert (both.total, both.right, both.identity, both.colour_right) == (16, 10, 12, 12)
 
 
 class RenderingPipe:

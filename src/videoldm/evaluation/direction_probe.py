@@ -37,11 +37,13 @@ GROUPS: tuple[tuple[str, str], ...] = (
 class ProbeResult:
     """moved[g][k]: the direction the object of group g moved under direction word k (None: no object found;
     "static": it did not move); one_object[g][k]: that video showed one object throughout (`VideoAnalysis.identity`:
-    same colour and shape in every frame, tracked from frame to frame)."""
+    same colour and shape in every frame, tracked from frame to frame); drawn[g][k]: the (colour, shape) it showed
+    (the per-video majority, None where not found)."""
 
     groups: list[tuple[str, str]]
     moved: list[list[str | None]] = field(default_factory=list)
     one_object: list[list[bool]] = field(default_factory=list)
+    drawn: list[list[tuple[str | None, str | None]]] = field(default_factory=list)
     advantage: dict[int, dict[str, float]] = field(default_factory=dict)  # `word_advantage`, when measured
 
     @property
@@ -55,8 +57,25 @@ class ProbeResult:
         return sum(sum(row) for row in self.one_object)
 
     @property
+    def colour_right(self) -> int:
+        """Videos that showed their group's colour."""
+        return sum(c == colour for (colour, _), row in zip(self.groups, self.drawn, strict=True) for c, _ in row)
+
+    @property
+    def shape_right(self) -> int:
+        """Videos that showed their group's shape."""
+        return sum(s == shape for (_, shape), row in zip(self.groups, self.drawn, strict=True) for _, s in row)
+
+    @property
     def total(self) -> int:
         return len(self.moved) * len(DIRECTIONS)
+
+    def extend(self, other: ProbeResult) -> None:
+        """Append another probe's rows (another seed's): the counts then add up over both."""
+        self.groups += other.groups
+        self.moved += other.moved
+        self.one_object += other.one_object
+        self.drawn += other.drawn
 
     @property
     def four_ways(self) -> int:
@@ -71,11 +90,13 @@ class ProbeResult:
 
     def summary(self) -> dict[str, Any]:
         advantage = {f"{key}_t{t}": v for t, row in self.advantage.items() for key, v in row.items()}
+        drawn = {"colour": self.colour_right / self.total, "shape": self.shape_right / self.total} if self.drawn else {}
         return {
             "direction_right": self.right / self.total,
             "axis_right": self.axis_right / self.total,
             "four_ways": self.four_ways / len(self.moved),
             "identity": self.identity / self.total,
+            **drawn,
             **advantage,
         }
 
@@ -83,10 +104,12 @@ class ProbeResult:
         words = ", ".join(
             f"t={t}: {row['advantage']:+.2%} ({row['accuracy']:.0%})" for t, row in self.advantage.items()
         )
+        n = self.total
         return (
             f"direction probe: {self.right}/{self.total} right, {self.axis_right}/{self.total} on the right axis, "
             f"four words -> four motions in {self.four_ways}/{len(self.moved)} groups, "
             f"one object throughout in {self.identity}/{self.total}"
+            + (f", colour right in {self.colour_right}/{n}, shape in {self.shape_right}/{n}" if self.drawn else "")
             + (f"; word advantage (own word best) {words}" if words else "")
         )
 
@@ -128,6 +151,7 @@ def direction_probe(
         analyses = [analyse_video(v.float().cpu(), wrap=wrap) for v in videos]
         result.moved.append([a.direction for a in analyses])
         result.one_object.append([a.identity for a in analyses])
+        result.drawn.append([(a.colour, a.shape) for a in analyses])
     return result
 
 
