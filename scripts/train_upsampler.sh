@@ -8,7 +8,7 @@ PY=${PYTHON:-python}
 VIDEOS=${VIDEOS:-384}
 if [ ! -f data/shapes-any-128/captions.csv ]; then
   /usr/bin/time -f "data: %e s" $PY -m videoldm data shapes --out data/shapes-any-128 --videos "$VIDEOS" \
-    --seed 0 --size 128 --frames 16 --texture any
+    --seed 0 --size 128 --frames 16 --texture any --lossless
 fi
 for stage in upsampler-image upsampler; do
   /usr/bin/time -f "$stage: %e s" $PY -m videoldm train "tiny-shapes/$stage" "$@"

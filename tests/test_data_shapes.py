@@ -159,6 +159,17 @@ def test_cli_writes_a_dataset(tmp_path):
     assert read_video(tmp_path / "s" / "00002.mp4")[0].shape == (3, 32, 64, 64)
 
 
+def test_cli_lossless_dataset_holds_the_rendered_frames(tmp_path):
+    """--lossless: every decoded uint8 value is the rendered clip's (the upsampler's truth keeps its colour edges)."""
+    args = ["data", "shapes", "--out", str(tmp_path / "s"), "--videos", "2", "--seed", "1", "--frames", "4"]
+    result = CliRunner().invoke(app, [*args, "--size", "32", "--lossless"])
+    assert result.exit_code == 0, result.output
+    caption = read_table(tmp_path / "s")[1]["caption"]
+    clip = sample_clip(*parse_caption(caption), rng=np.random.default_rng([1, 1]), num_frames=4, size=32)
+    decoded, _ = read_video(tmp_path / "s" / "00001.mp4")
+    np.testing.assert_array_equal(to_uint8(decoded), to_uint8(clip.render()))
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -64,6 +64,20 @@ def test_mp4_keeps_saturated_colours(tmp_path):
     assert (centre - torch.tensor([230.0, 30.0, 30.0])[:, None, None, None]).abs().max() < 8
 
 
+def test_lossless_mp4_is_exact_where_yuv420p_blurs_colour_edges(tmp_path):
+    """One-pixel colour stripes: yuv420p shares each 2x2 block's colour, so they come back smeared; the lossless
+    RGB mp4 gives back every uint8 value."""
+    g = torch.Generator().manual_seed(0)
+    video = torch.randint(0, 256, (3, 3, 16, 16), generator=g).float() / 127.5 - 1
+    video[:, :, :, ::2] = torch.tensor([0.8, -0.76, -0.76])[:, None, None, None]  # red every other column
+    exact, _ = read_video(write_video(tmp_path / "exact.mp4", video, lossless=True))
+    assert torch.equal(((exact + 1) * 127.5).round(), ((video + 1) * 127.5).round())
+    lossy, _ = read_video(write_video(tmp_path / "lossy.mp4", video))
+    assert ((lossy - video).abs() * 127.5).amax() > 30  # the chroma of 2x2 blocks shared
+    with pytest.raises(ValueError, match=r"only \.mp4"):
+        write_video(tmp_path / "a.gif", video, lossless=True)
+
+
 def test_same_tensor_gives_byte_identical_mp4(tmp_path):
     video = smooth_video()
     a = write_video(tmp_path / "a.mp4", video).read_bytes()

@@ -210,9 +210,12 @@ class VideoWriter:
 
     mp4: `crf` 12 keeps the saturated colours of the shapes world; odd sizes are padded to even by repeating the
     last row/column. The same frames give a byte-identical file, however they are split into pieces.
+    `lossless` (mp4 only): RGB without loss (x264's RGB encoder at qp 0; ~3x the size), for training data whose
+    fine detail is the point -- yuv420p halves the colour's resolution, so an upsampler trained on it learns the
+    blurred colour edges of the codec, not the true ones.
     """
 
-    def __init__(self, path: str | Path, *, fps: float = 8, crf: int = 12) -> None:
+    def __init__(self, path: str | Path, *, fps: float = 8, crf: int = 12, lossless: bool = False) -> None:
         self.path = Path(path)
         self.suffix = self.path.suffix.lower()
         if self.suffix not in WRITE_EXTENSIONS:
@@ -222,7 +225,10 @@ class VideoWriter:
         if not (fps > 0 and math.isfinite(fps)):
             raise ValueError(f"fps must be a positive number, got {fps}")
         self.rate = Fraction(fps).limit_denominator(1001)
+        if lossless and self.suffix != ".mp4":
+            raise ValueError(f"cannot write {self.path} losslessly: only .mp4 can be")
         self.crf = crf
+        self.lossless = lossless
         self.num_frames = 0
         self._atomic = None
         self._container = None
@@ -260,9 +266,11 @@ class VideoWriter:
         # Byte-identical output run to run needs one encoder thread and no macroblock-tree rate control: with
         # mbtree on, x264 turned identical YUV input into different streams in about 1 process in 4 (decoded
         # frames up to 9/255 apart), with one thread and with timestamps set; mbtree=0 or asm=0 both fixed it.
-        options = {"crf": str(self.crf), "preset": "medium", "x264-params": "mbtree=0"}
-        stream = self._container.add_stream("libx264", rate=self.rate, options=options)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        quality = {"qp": "0"} if self.lossless else {"crf": str(self.crf)}
+        options = {**quality, "preset": "medium", "x264-params": "mbtree=0"}
+        codec, pix_fmt = ("libx264rgb", "rgb24") if self.lossless else ("libx264", "yuv420p")
+        stream = self._container.add_stream(codec, rate=self.rate, options=options)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         stream.codec_context.thread_count = 1
         return stream
 
@@ -282,10 +290,13 @@ class VideoWriter:
             self._atomic.__exit__(exc_type, exc, tb)  # removes the temporary file
 
 
-def write_video(path: str | Path, video: torch.Tensor, *, fps: float = 8, crf: int = 12) -> Path:
-    """Write a (C, T, H, W) video in [-1, 1] to `.mp4` (h264, yuv420p) or `.gif`, atomically; returns the path.
-    See `VideoWriter` (this is one piece of it): the same tensor gives a byte-identical file."""
-    with VideoWriter(path, fps=fps, crf=crf) as writer:
+def write_video(
+    path: str | Path, video: torch.Tensor, *, fps: float = 8, crf: int = 12, lossless: bool = False
+) -> Path:
+    """Write a (C, T, H, W) video in [-1, 1] to `.mp4` (h264, yuv420p; RGB without loss with `lossless`) or `.gif`,
+    atomically; returns the path. See `VideoWriter` (this is one piece of it): the same tensor gives a
+    byte-identical file."""
+    with VideoWriter(path, fps=fps, crf=crf, lossless=lossless) as writer:
         writer.write(video)
     return Path(path)
 

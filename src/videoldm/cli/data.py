@@ -34,6 +34,12 @@ def shapes(
         help="Textured grey background with fine grain: static, pan (a slow camera), mixed (one of the two per "
         "clip) or any (plain, static or pan per clip). Default: the plain background.",
     ),
+    lossless: bool = typer.Option(
+        False,
+        "--lossless",
+        help="RGB mp4 without loss (~3x the size) instead of yuv420p, which halves the colour's resolution: for an "
+        "upsampler's high-resolution truth.",
+    ),
 ) -> None:
     """Write the shapes world: mp4 clips + captions.csv ('a red circle moving right', ...). Prints the folder."""
     if videos < 1:
@@ -53,7 +59,16 @@ def shapes(
     if texture is not None and texture not in TEXTURES:
         fail(f"--texture must be one of {', '.join(TEXTURES)}, got {texture!r}")
     folder = write_shapes_dataset(
-        out, videos=videos, seed=seed, num_frames=frames, size=size, fps=fps, speed=speed, wrap=wrap, texture=texture
+        out,
+        videos=videos,
+        seed=seed,
+        num_frames=frames,
+        size=size,
+        fps=fps,
+        speed=speed,
+        wrap=wrap,
+        texture=texture,
+        lossless=lossless,
     )
     typer.echo(str(folder))
 

@@ -331,9 +331,10 @@ def write_shapes_dataset(
     speed: tuple[float, float] = SPEED,
     wrap: bool = False,
     texture: str | None = None,
+    lossless: bool = False,
 ) -> Path:
     """Write `videos` clips as `{i:05d}.mp4` plus `captions.csv` (path,caption) into `out_dir`; returns it.
-    `speed`, `wrap` and `texture` as for `sample_clip`."""
+    `speed`, `wrap` and `texture` as for `sample_clip`; `lossless`: RGB mp4 without loss (`VideoWriter`)."""
     if videos < 1:
         raise ValueError(f"videos must be >= 1, got {videos}")
     check_speed(speed)
@@ -350,7 +351,7 @@ def write_shapes_dataset(
             colour, shape, direction, rng=rng, num_frames=num_frames, size=size, speed=speed, wrap=wrap, texture=texture
         )
         name = f"{i:05d}.mp4"
-        write_video(out_dir / name, clip.render(), fps=fps)
+        write_video(out_dir / name, clip.render(), fps=fps, lossless=lossless)
         rows.append((name, caption))
     # captions.csv last: a folder with it is complete.
     buffer = io.StringIO()
