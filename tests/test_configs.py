@@ -32,6 +32,8 @@ SHIPPED = [
     "tiny-shapes/temporal-continue",
     "tiny-shapes/upsampler",
     "tiny-shapes/upsampler-image",
+    "tiny-shapes/upsampler-plain",
+    "tiny-shapes/upsampler-plain-image",
 ]
 
 
