@@ -37,7 +37,7 @@ def shapes(
     lossless: bool = typer.Option(
         False,
         "--lossless",
-        help="RGB mp4 without loss (~3x the size) instead of yuv420p, which halves the colour's resolution: for an "
+        help="RGB mp4 without loss (larger files) instead of yuv420p, which halves the colour's resolution: for an "
         "upsampler's high-resolution truth.",
     ),
 ) -> None:

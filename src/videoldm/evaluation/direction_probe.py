@@ -106,9 +106,9 @@ class ProbeResult:
         )
         n = self.total
         return (
-            f"direction probe: {self.right}/{self.total} right, {self.axis_right}/{self.total} on the right axis, "
+            f"direction probe: {self.right}/{n} right, {self.axis_right}/{n} on the right axis, "
             f"four words -> four motions in {self.four_ways}/{len(self.moved)} groups, "
-            f"one object throughout in {self.identity}/{self.total}"
+            f"one object throughout in {self.identity}/{n}"
             + (f", colour right in {self.colour_right}/{n}, shape in {self.shape_right}/{n}" if self.drawn else "")
             + (f"; word advantage (own word best) {words}" if words else "")
         )
