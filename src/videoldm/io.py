@@ -210,9 +210,9 @@ class VideoWriter:
 
     mp4: `crf` 12 keeps the saturated colours of the shapes world; odd sizes are padded to even by repeating the
     last row/column. The same frames give a byte-identical file, however they are split into pieces.
-    `lossless` (mp4 only): RGB without loss (x264's RGB encoder at qp 0; 1.4x the size on the shapes world), for training data whose
-    fine detail is the point -- yuv420p halves the colour's resolution, so an upsampler trained on it learns the
-    blurred colour edges of the codec, not the true ones.
+    `lossless` (mp4 only): RGB without loss (x264's RGB encoder at qp 0; 1.4x the size on the shapes world), for
+    training data whose fine detail is the point -- yuv420p halves the colour's resolution, so an upsampler trained
+    on it learns the blurred colour edges of the codec, not the true ones.
     """
 
     def __init__(self, path: str | Path, *, fps: float = 8, crf: int = 12, lossless: bool = False) -> None:
