@@ -22,6 +22,7 @@ Run: .venv/bin/python -m benchmarks.upsampler_quality --model DIR [--num-videos 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -115,7 +116,7 @@ def quality_section(quality: dict[str, dict[str, float]], *, described: str) -> 
     return f"Videos: {described}.\n\n{markdown_table(rows, ['method', *METRICS], floats='.5f')}\n\n{verdict}\n\n"
 
 
-def report(sections: list[str], costs: list[dict], *, model: Path, header: str) -> str:
+def report(sections: list[str], costs: list[dict], *, model: Path, header: str, command: str) -> str:
     return (
         "# Video upsampler: aligned vs image upsampler vs bicubic\n\n"
         f"{header}\n\nModel: `{model}`. flicker = mean |(x̂[t+1] - x̂[t]) - (x[t+1] - x[t])| "
@@ -125,7 +126,7 @@ def report(sections: list[str], costs: list[dict], *, model: Path, header: str) 
         + "".join(sections)
         + "Cost of one clip (a fresh process each; peak RSS above the process after its imports):\n\n"
         f"{markdown_table(costs, ['frames', 's_per_frame', 'peak_mb'], floats='.3g')}\n\n"
-        "Reproduce: `.venv/bin/python -m benchmarks.upsampler_quality --model DIR`\n"
+        f"Reproduce: `{command}`\n"
     )
 
 
@@ -189,7 +190,9 @@ def main(argv: list[str] | None = None) -> Path:
         for n in args.cost_frames
     ]
     header = machine_header(info, load_before=info["load_1min"], load_after=machine_info()["load_1min"])
-    text = report(sections, costs, model=shown_path(args.model), header=header)
+    words = sys.argv[1:] if argv is None else argv
+    command = shlex.join([".venv/bin/python", "-m", "benchmarks.upsampler_quality", *words])
+    text = report(sections, costs, model=shown_path(args.model), header=header, command=command)
     return write_atomic(args.output, text)
 
 

@@ -23,6 +23,7 @@ def test_benchmark_scores_every_method_and_writes_its_report(tmp_path):
     assert text.count("flicker ratio aligned / image") == 2 and "| detail |" in text
     assert text.index("background plain") < text.index("background pan")
     assert text.count("input guidance 2") == 2
+    assert "--input-guidance 2 --cost-frames --output" in text  # the command that made it, to reproduce
     cost = upsampler_quality.upscale_cost(baseline_mb=0.0, model=str(model), frames=3, size=32, steps=1, chunk_size=2)
     assert cost["s_per_frame"] > 0 and cost["peak_mb"] > 0
 
