@@ -16,7 +16,6 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
 from benchmarks.common import RESULTS, machine_header, machine_info, markdown_table, shown_path, write_atomic
@@ -40,18 +39,10 @@ def held_out_clips(
 ) -> list[ShapesClip]:
     """The held-out clips' definitions (colour, motion, the camera's pan, ...), captions balanced over the 48;
     `held_out_shapes` renders them."""
-    from videoldm.data.shapes import SPEED, balanced_captions, parse_caption, sample_clip
+    from videoldm.data.shapes import SPEED, dataset_clips
 
-    clips = []
-    for i, caption in enumerate(balanced_captions(num_videos, seed=seed)):
-        colour, shape, direction = parse_caption(caption)
-        rng = np.random.default_rng([seed, i])
-        clips.append(
-            sample_clip(
-                colour, shape, direction, rng=rng, num_frames=frames, size=size, texture=texture, speed=speed or SPEED
-            )
-        )
-    return clips
+    clips = dataset_clips(num_videos, seed=seed, num_frames=frames, size=size, texture=texture, speed=speed or SPEED)
+    return [clip for _, clip in clips]
 
 
 def held_out_shapes(

@@ -32,6 +32,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -320,6 +321,28 @@ def balanced_captions(count: int, *, seed: int) -> list[str]:
     return order[:count]
 
 
+def dataset_clips(
+    videos: int,
+    *,
+    seed: int,
+    num_frames: int = 32,
+    size: int = 64,
+    speed: tuple[float, float] = SPEED,
+    wrap: bool = False,
+    texture: str | None = None,
+) -> Iterator[tuple[str, ShapesClip]]:
+    """The (caption, clip) pairs of a dataset with this seed, one at a time: captions balanced over the 48, clip i
+    drawn with the generator seeded [seed, i]. `write_shapes_dataset` writes them; evaluations render held-out ones
+    from an unused seed. Arguments as for `sample_clip`."""
+    for i, caption in enumerate(balanced_captions(videos, seed=seed)):
+        colour, shape, direction = parse_caption(caption)
+        rng = np.random.default_rng([seed, i])
+        clip = sample_clip(
+            colour, shape, direction, rng=rng, num_frames=num_frames, size=size, speed=speed, wrap=wrap, texture=texture
+        )
+        yield caption, clip
+
+
 def write_shapes_dataset(
     out_dir: str | Path,
     *,
@@ -344,12 +367,8 @@ def write_shapes_dataset(
         raise ValueError(f"output folder {out_dir} exists and is not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for i, caption in enumerate(balanced_captions(videos, seed=seed)):
-        colour, shape, direction = parse_caption(caption)
-        rng = np.random.default_rng([seed, i])
-        clip = sample_clip(
-            colour, shape, direction, rng=rng, num_frames=num_frames, size=size, speed=speed, wrap=wrap, texture=texture
-        )
+    clips = dataset_clips(videos, seed=seed, num_frames=num_frames, size=size, speed=speed, wrap=wrap, texture=texture)
+    for i, (caption, clip) in enumerate(clips):
         name = f"{i:05d}.mp4"
         write_video(out_dir / name, clip.render(), fps=fps, lossless=lossless)
         rows.append((name, caption))
