@@ -136,6 +136,18 @@ def measure(config_name: str, variants: Sequence[str], *, repeats: int = 3) -> t
     return ceiling, rows
 
 
+def command(config_name: str, variants: Sequence[str], repeats: int) -> str:
+    """The command line that reproduces a table (defaults left out)."""
+    parts = ["python -m benchmarks.train_speed"]
+    if config_name != "tiny-shapes/keyframes":
+        parts.append(f"--config {config_name}")
+    if list(variants) != list(VARIANTS):
+        parts.append("--variants " + " ".join(variants))
+    if repeats != 3:
+        parts.append(f"--repeats {repeats}")
+    return " ".join(parts)
+
+
 def run(
     out_dir: Path = RESULTS,
     *,
@@ -159,7 +171,7 @@ def run(
             "",
             markdown_table(rows, tuple(rows[0])),
             "",
-            "Command: `python -m benchmarks.train_speed`",
+            f"Command: `{command(config_name, variants, repeats)}`",
             "",
         ]
     )

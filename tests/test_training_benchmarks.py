@@ -1,4 +1,4 @@
-"""benchmarks.precision_curve: the paired design (both precisions see the same inputs) and its table."""
+"""benchmarks.precision_curve (paired fp32 / bf16 loss curves) and benchmarks.train_speed's report."""
 
 import json
 
@@ -38,3 +38,13 @@ def test_report_writes_the_curves_table_and_plot(tmp_path):
     text = (tmp_path / "precision_curve.md").read_text()
     assert "fp32 4.00 s, bf16 2.00 s (2.00x)" in text and "--steps 3 --videos 3" in text
     assert (tmp_path / "precision_curve.png").stat().st_size > 0
+
+
+def test_train_speed_tables_name_the_command_that_made_them():
+    from benchmarks.train_speed import VARIANTS, command
+
+    assert command("tiny-shapes/keyframes", list(VARIANTS), 3) == "python -m benchmarks.train_speed"
+    assert (
+        command("tiny-shapes/keyframes", ["base", "bf16+fused"], 5)
+        == "python -m benchmarks.train_speed --variants base bf16+fused --repeats 5"
+    )
