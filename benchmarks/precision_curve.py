@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers.optimization import get_scheduler
 
 from benchmarks.common import (
     RESULTS,
@@ -33,13 +32,15 @@ from benchmarks.common import (
     write_atomic,
 )
 from benchmarks.train_speed import temporal_stage_model
-from videoldm.autoencoder.scaling import scale_latents
+from videoldm import layout
+from videoldm.autoencoder.video_autoencoder import VideoAutoencoder
 from videoldm.configs import shipped_config
 from videoldm.cpu import tune_cpu
-from videoldm.data.encode import load_encoders
 from videoldm.data.shapes import dataset_clips
+from videoldm.loading import load_text_encoder
 from videoldm.training.cache import encode_captions
 from videoldm.training.config import read_config
+from videoldm.training.trainer import make_optimizer
 
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "src/videoldm/assets/tiny-shapes"
 VIDEO_FRAMES = 32  # the key-frame world: 32-frame videos, every 4th frame a key frame
@@ -52,14 +53,13 @@ def keyframe_batches(config_name: str, *, videos: int) -> tuple[torch.Tensor, to
     """`videos` shapes-world clips at the config's size, frames and stride -> latents (N, c, T, h, w) and
     text (N, L, D)."""
     data = read_config(shipped_config(config_name), check=False).data
-    vae, text_encoder = load_encoders(SHIPPED_MODEL)
     pairs = list(dataset_clips(videos, seed=DATA_SEED, num_frames=VIDEO_FRAMES, size=data.size))
     pixels = torch.stack([clip.render()[:, :: data.frame_stride][:, : data.num_frames] for _, clip in pairs])
-    frames = pixels.permute(0, 2, 1, 3, 4).flatten(0, 1)
-    z = torch.cat([vae.encode(f).latent_dist.mode() for f in frames.split(64)])
-    latents = scale_latents(z, vae.config).unflatten(0, pixels.shape[0:1] + pixels.shape[2:3]).transpose(1, 2)
+    autoencoder = VideoAutoencoder.from_model_dir(SHIPPED_MODEL, image_decoder=True)
+    latents = autoencoder.encode(pixels, chunk_size=64)  # the posterior mean, scaled
+    text_encoder = load_text_encoder(SHIPPED_MODEL / layout.TEXT_ENCODER, SHIPPED_MODEL / layout.TOKENIZER)
     table, rows = encode_captions(text_encoder, [caption for caption, _ in pairs])
-    return latents.contiguous(), table.float()[rows]
+    return latents, table.float()[rows]
 
 
 def train_curve(
@@ -76,9 +76,7 @@ def train_curve(
     torch.manual_seed(0)  # the fresh layers' init (both runs draw the same)
     config, video_unet, loss_module = temporal_stage_model(config_name)
     params = [p for p in video_unet.temporal.parameters() if p.requires_grad]
-    opt = config.optim
-    optimizer = torch.optim.AdamW(params, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay, fused=True)
-    lr_scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=opt.warmup_steps)
+    optimizer, lr_scheduler = make_optimizer(params, config.optim)  # the trainer's
     g = torch.Generator().manual_seed(1)  # batches, noise and times: the same sequence in both runs
     batch, num_timesteps = batch_size or config.train.batch_size, loss_module.scheduler.config.num_train_timesteps
     losses, seconds = [], []

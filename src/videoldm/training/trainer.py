@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from videoldm.training import cache as C
 from videoldm.training.batches import step_generator
 from videoldm.training.checkpoint import latest_checkpoint, load_checkpoint, replace_dir, save_checkpoint
-from videoldm.training.config import RunConfig
+from videoldm.training.config import OptimConfig, RunConfig
 from videoldm.training.samples import probe_direction, write_samples
 from videoldm.training.shards import LatentShards, open_shards
 from videoldm.training.stages import Stage, build_stage
@@ -34,6 +34,14 @@ logger = logging.getLogger(__name__)
 
 # Fault injection for the resume test: SIGKILL this process right after the given step (and its checkpoint).
 FAULT_ENV = "VIDEOLDM_KILL_AFTER_STEP"
+
+
+def make_optimizer(params: list[torch.nn.Parameter], opt: OptimConfig) -> tuple[torch.optim.AdamW, Any]:
+    """The stages' optimiser and learning-rate schedule: AdamW with `opt`'s settings, constant after a linear
+    warm-up of `opt.warmup_steps`. fused=True: one kernel for the whole update instead of a for-loop of elementwise
+    ops per parameter (measured +5% per key-frame step on a 2-core CPU: benchmarks/results/train_speed.md)."""
+    optimizer = torch.optim.AdamW(params, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay, fused=True)
+    return optimizer, get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=opt.warmup_steps)
 
 
 class Trainer:
@@ -58,14 +66,8 @@ class Trainer:
         self.params = [p for p in trainable.parameters() if p.requires_grad]
         self.names = [n for n, p in trainable.named_parameters() if p.requires_grad]
         opt = config.optim
-        # fused=True: one kernel for the whole update instead of a for-loop of elementwise ops per parameter
-        # (measured +5% per key-frame step on a 2-core CPU: benchmarks/results/train_speed.md).
-        self.optimizer = torch.optim.AdamW(
-            self.params, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay, fused=True
-        )
-        self.lr_scheduler = get_scheduler(
-            "constant_with_warmup", self.optimizer, num_warmup_steps=opt.warmup_steps
-        )  # stepped once per optimiser step by us, not by accelerate (it would step once per process)
+        # The schedule is stepped once per optimiser step by us, not by accelerate (it would step once per process).
+        self.optimizer, self.lr_scheduler = make_optimizer(self.params, opt)
         self.ema = EMAModel(self.params, decay=config.train.ema_decay) if config.train.ema_decay else None
         # An adversary (the decoder stage's video discriminator) gets its own optimiser (Stage.adversary).
         self.adversary = self.stage.adversary
