@@ -259,3 +259,33 @@ def test_same_seed_same_noise_in_any_dtype(sd_folder: Path) -> None:
     low = pipe.prepare_latents(1, num_frames=4, height=16, width=16, generator=torch.Generator().manual_seed(0))
     assert low.dtype == torch.float32
     torch.testing.assert_close(low, full, atol=0, rtol=0)
+
+
+def test_drawn_noise_correlates_across_frames_as_asked(sd_folder: Path) -> None:
+    pipe = VideoLDMPipeline.from_stable_diffusion(sd_folder)
+    draw = lambda a, g: pipe.prepare_latents(2, num_frames=4, height=64, width=64, generator=g, noise_correlation=a)  # noqa: E731
+    plain, mixed = draw(0.0, torch.Generator().manual_seed(0)), draw(0.8, torch.Generator().manual_seed(0))
+    corr = lambda z: torch.corrcoef(torch.stack([z[:, :, 0].flatten(), z[:, :, 2].flatten()]))[0, 1].item()  # noqa: E731
+    assert abs(corr(plain)) < 0.1 and corr(mixed) > 0.7
+    # One generator per video: video i's noise is what generator i gives alone, shared part included.
+    both = draw(0.8, [torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)])
+    alone = pipe.prepare_latents(
+        1, num_frames=4, height=64, width=64, generator=[torch.Generator().manual_seed(2)], noise_correlation=0.8
+    )
+    torch.testing.assert_close(both[1:], alone, atol=0, rtol=0)
+
+
+def test_the_temporal_layers_noise_prior_is_the_default(sd_folder: Path) -> None:
+    pipe = VideoLDMPipeline.from_stable_diffusion(sd_folder)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.unet.temporal.register_to_config(noise_correlation=0.8)
+    assert pipe.unet.noise_correlation == 0.8
+
+    def run(**kwargs) -> torch.Tensor:
+        g = torch.Generator().manual_seed(0)
+        return pipe(PROMPT, num_frames=T, num_inference_steps=1, generator=g, output_type="latent", **kwargs).frames
+
+    torch.testing.assert_close(run(), run(noise_correlation=0.8), atol=0, rtol=0)
+    assert not torch.allclose(run(), run(noise_correlation=0.0))
+    # The image-only baseline draws frame by frame unless asked otherwise.
+    torch.testing.assert_close(run(image_only=True), run(image_only=True, noise_correlation=0.0), atol=0, rtol=0)

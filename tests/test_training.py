@@ -18,6 +18,7 @@ from videoldm.training.checkpoint import latest_checkpoint
 from videoldm.training.config import ConfigError
 from videoldm.training.stages import build_stage, load_config
 from videoldm.training.trainer import FAULT_ENV, Trainer, train
+from videoldm.video_unet import VideoUNet
 
 TINY_VAE = {
     "in_channels": 3,
@@ -274,8 +275,11 @@ def test_patch_size_is_the_upsamplers_alone(tmp_path, shapes, image_model, stage
 def test_temporal_stage_continues_from_a_video_ldm_folder(tmp_path, shapes, image_model):
     first = tmp_path / "first"
     first.mkdir()
-    model = train(load_config(temporal_config(first, shapes, image_model, max_steps=1, checkpoint_every=1)))
+    config = temporal_config(first, shapes, image_model, max_steps=1, checkpoint_every=1, noise_correlation=0.5)
+    model = train(load_config(config))
     before = load_file(str(model / "temporal" / "diffusion_pytorch_model.safetensors"))
+    # The export records the noise prior it trained with: the pipelines sample with it.
+    assert VideoUNet.from_pretrained(model).noise_correlation == 0.5
 
     second = tmp_path / "second"
     second.mkdir()
@@ -290,3 +294,4 @@ def test_temporal_stage_continues_from_a_video_ldm_folder(tmp_path, shapes, imag
     conv = next(k for k in before if k.endswith("conv2.weight"))
     assert before[conv].abs().sum() > 0, "the first run trained the zero-initialised output"
     assert not torch.equal(before[conv], after[conv]), "the second run continued from it"
+    assert VideoUNet.from_pretrained(second / "run" / "model").noise_correlation == 0.0  # trained i.i.d.

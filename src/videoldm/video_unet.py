@@ -96,6 +96,11 @@ class VideoUNet(VideoBackbone):
         """The image UNet's config (in_channels, sample_size, ...), as pipelines expect of a UNet."""
         return self.unet.config
 
+    @property
+    def noise_correlation(self) -> float:
+        """The initial noise's correlation across frames the temporal layers are sampled with (0: none)."""
+        return 0.0 if self.temporal is None else float(self.temporal.config.get("noise_correlation", 0.0))
+
     # ------------------------------------------------------------------ forward
     def forward(
         self,

@@ -19,6 +19,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from videoldm.autoencoder.scaling import scale_latents
 from videoldm.data.shapes import DIRECTIONS, sample_clip
+from videoldm.diffusion.noise import correlate_frames
 from videoldm.evaluation.shapes_analysis import analyse_video
 from videoldm.temporal.layers import frames_to_video, video_to_frames
 
@@ -125,12 +126,14 @@ def direction_probe(
     seed: int = 0,
     image_only: bool = False,
     wrap: bool = False,
+    noise_correlation: float = 0.0,
 ) -> ProbeResult:
     """Run the probe with a `VideoLDMPipeline` (or anything with its call signature and `geometry`).
 
     Group g's four videos start from one noise tensor (1, c, T, h, w) drawn with seed `seed + g`; they are
     decoded with the image decoder (the probe asks about motion, not the decoder) and analysed frame by frame;
     `wrap`: for a model trained on the wrapping world (the object may leave one edge and re-enter at the other).
+    `noise_correlation`: for a model trained with frame-correlated noise (the shared part from the same generator).
     """
     geometry = pipe.geometry
     size = geometry.sample_size
@@ -138,7 +141,9 @@ def direction_probe(
     for g, (colour, shape) in enumerate(groups):
         prompts = [f"a {colour} {shape} moving {d}" for d in DIRECTIONS]
         shape_ = (1, geometry.latent_channels, num_frames, size, size)
-        noise = randn_tensor(shape_, generator=torch.Generator().manual_seed(seed + g), dtype=torch.float32)
+        generator = torch.Generator().manual_seed(seed + g)
+        noise = randn_tensor(shape_, generator=generator, dtype=torch.float32)
+        noise = correlate_frames(noise, noise_correlation, generator=generator)
         videos = pipe(
             prompts,
             num_frames=num_frames,

@@ -28,6 +28,7 @@ from videoldm.autoencoder import VideoAutoencoder
 from videoldm.autoencoder.chunked_decode import DEFAULT_DECODE_CHUNK
 from videoldm.defaults import DEFAULT_STEPS
 from videoldm.diffusion.guidance import Conditioning, Guider, text_guidance
+from videoldm.diffusion.noise import correlate_frames
 from videoldm.diffusion.sampling import Generator, sample_latents
 from videoldm.loading import ModelGeometry
 from videoldm.pipelines import folders
@@ -223,17 +224,20 @@ class VideoLDMPipeline:
         width: int,
         generator: Generator = None,
         latents: torch.Tensor | None = None,
+        noise_correlation: float = 0.0,
     ) -> torch.Tensor:
         """Initial noise (B, c, T, h, w), c = the VAE's latent channels, h = height / vae_scale_factor, drawn from
         `generator` (one, or a list of B: video i's noise from generator i) and scaled by
         `init_noise_sigma`. Drawn in float32 (on the generator's device): a seed gives the same noise on any
         device and in any dtype (torch draws float16 normals on CPU with other numbers than float32). The latents
         are at least float32 whatever the weights' dtype (float64 weights: float64): the scheduler's updates are
-        small differences that bf16/fp16 latents would round away (the UNet gets them in its dtype, `_denoise`)."""
+        small differences that bf16/fp16 latents would round away (the UNet gets them in its dtype, `_denoise`).
+        Drawn noise shares `noise_correlation` across frames (`diffusion.noise.correlate_frames`)."""
         factor = self.vae_scale_factor
         shape = (batch_size, self.geometry.latent_channels, num_frames, height // factor, width // factor)
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=self.device, dtype=torch.float32)
+            latents = correlate_frames(latents, noise_correlation, generator=generator)
         elif tuple(latents.shape) != shape:
             raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
         return latents.to(self.device, self.latents_dtype) * self.scheduler.init_noise_sigma
@@ -279,6 +283,7 @@ class VideoLDMPipeline:
         image_only: bool = False,
         image_decoder: bool = False,
         callback_on_step_end: StepCallback | None = None,
+        noise_correlation: float | None = None,
         return_dict: bool = True,
     ) -> VideoLDMPipelineOutput | tuple:
         """Generate videos from text.
@@ -301,6 +306,8 @@ class VideoLDMPipeline:
             image_decoder: decode with the image decoder frame by frame even if decoder temporal layers are loaded.
             callback_on_step_end: called as f(pipe, step_index, timestep, {"latents": latents}) after each step;
                 may return {"latents": ...} to replace them.
+            noise_correlation: the drawn noise's correlation across frames (default: the temporal layers'
+                `noise_correlation`, 0 with `image_only`: the baseline stays frame by frame).
         """
         geometry = self.geometry
         height = geometry.default_size if height is None else height
@@ -325,6 +332,8 @@ class VideoLDMPipeline:
             num_videos_per_prompt=num_videos_per_prompt,
         )
         cond.context = None if context is None else context.to(self.device, self.dtype)
+        if noise_correlation is None:  # the temporal layers' prior; the image-only baseline stays frame by frame
+            noise_correlation = 0.0 if image_only else self.unet.noise_correlation
         # before prepare_latents: init_noise_sigma depends on the chosen timesteps (Euler)
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         latents = self.prepare_latents(
@@ -334,6 +343,7 @@ class VideoLDMPipeline:
             width=width,
             generator=generator,
             latents=latents,
+            noise_correlation=noise_correlation,
         )
         latents = self._sample(
             latents, cond=cond, guider=guider, generator=generator, image_only=image_only, callback=callback_on_step_end

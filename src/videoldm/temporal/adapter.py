@@ -310,6 +310,8 @@ class TemporalAdapter(TemporalAdapterBase):
         num_conditions: a task condition (B,) in [0, num_conditions) -- the interpolation stage of PAPER.md
             section 5 -- through a zero-initialised embedding added to the time embedding the temporal residual
             blocks see (an untrained condition changes nothing); None: no condition (older folders).
+        noise_correlation: not a layer: the initial noise's correlation across frames these layers are sampled
+            with (`diffusion.noise.correlate_frames`; the pipelines' default, as `sample_size` is the UNet's).
     """
 
     _supports_gradient_checkpointing = True
@@ -331,8 +333,11 @@ class TemporalAdapter(TemporalAdapterBase):
         temporal_norm: str = "clip",
         pooled_text_channels: int | None = None,
         num_conditions: int | None = None,
+        noise_correlation: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= noise_correlation < 1.0:
+            raise ValueError(f"noise_correlation must be in [0, 1), got {noise_correlation}")
         if tuple(kernel_size) not in ((3, 1, 1), (3, 3, 3), (1, 1, 1)):
             raise ValueError(f"kernel_size must be (3, 1, 1), (3, 3, 3) or (1, 1, 1), got {tuple(kernel_size)}")
         if temporal_norm not in NORMS:

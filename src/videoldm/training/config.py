@@ -157,6 +157,9 @@ class TrainConfig:
     # vanishes at the high noise levels where a clip's motion is decided (docs/tiny-model.md).
     loss_weighting: Literal["epsilon", "edm"] = "epsilon"
     timestep_range: tuple[int, int] | None = None  # [first, last] diffusion time drawn; default: all of them
+    # Video diffusion stages: the frames' noise correlates by this much (`diffusion.noise.correlate_frames`,
+    # PYoCo's mixed prior); a model trained with it must be sampled with it (`noise_correlation` of the pipeline).
+    noise_correlation: float = 0.0
     num_threads: int | None = None
     # A wall-clock budget: stop after the first step past it, checkpoint and export (the step count reached is
     # printed and logged). Off by default; the shipped model's runs record the steps they reached.
@@ -207,6 +210,8 @@ def _check(config: RunConfig) -> None:
     for key in ("max_steps", "batch_size", "gradient_accumulation_steps", "checkpoint_every", "log_every"):
         if getattr(config.train, key) < 1:
             raise ConfigError(f"train.{key}: must be >= 1, got {getattr(config.train, key)}")
+    if not 0.0 <= config.train.noise_correlation < 1.0:
+        raise ConfigError(f"train.noise_correlation: must be in [0, 1), got {config.train.noise_correlation}")
 
 
 def _check_source(data: DataConfig) -> None:

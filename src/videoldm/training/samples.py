@@ -104,7 +104,13 @@ def probe_direction(stage, cache: VideoCache) -> ProbeResult | None:
         return None
     with _eval_mode(stage.sampling_unet()[0], stage.vae):
         pipe, image_only = sampling_pipeline(stage, text)
-        result = direction_probe(pipe, groups=groups, num_frames=stage.config.data.num_frames, image_only=image_only)
+        result = direction_probe(
+            pipe,
+            groups=groups,
+            num_frames=stage.config.data.num_frames,
+            image_only=image_only,
+            noise_correlation=stage.config.train.noise_correlation,
+        )
         if not image_only:  # an image model cannot tell the directions apart: nothing to measure
             result.advantage = stage_word_advantage(stage, pipe.unet, text, groups=groups[:4])
         return result

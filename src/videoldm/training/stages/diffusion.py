@@ -17,6 +17,7 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
 from videoldm import layout
+from videoldm.diffusion.noise import correlate_frames
 from videoldm.loading import write_builtin_marker
 from videoldm.text import MINILM
 from videoldm.training.config import ConfigError, RunConfig
@@ -179,14 +180,23 @@ class DiffusionStage(Stage):
 
     def _diffusion_batch(self, latents: torch.Tensor, text: torch.Tensor, g: torch.Generator) -> dict:
         """latents (B, c, h, w) or (B, c, T, h, w) -> the DiffusionLoss inputs: noise like the latents and one
-        diffusion time per sample, drawn from `train.timestep_range` (default: all of them)."""
+        diffusion time per sample, drawn from `train.timestep_range` (default: all of them); a clip's frames share
+        `train.noise_correlation` of their noise."""
         noise = torch.randn(latents.shape, generator=g)
+        if latents.ndim == 5:
+            noise = correlate_frames(noise, self.config.train.noise_correlation, generator=g)
         return {
             "latents": latents,
             "text": text,
             "noise": noise,
             "timesteps": self._draw_timesteps(latents.shape[0], g),
         }
+
+    def _save_video_unet(self, video_unet: VideoUNet, directory: Path) -> None:
+        """`unet/` and `temporal/`, the temporal config recording the noise prior the layers were trained with
+        (`train.noise_correlation`): the pipelines sample with it."""
+        video_unet.temporal.register_to_config(noise_correlation=self.config.train.noise_correlation)
+        video_unet.save_pretrained(directory)
 
     def _draw_timesteps(self, count: int, g: torch.Generator, span: tuple[int, int] | None = None) -> torch.Tensor:
         """`count` diffusion times, uniform over `span` (default `train.timestep_range`, else all of them)."""

@@ -176,7 +176,7 @@ class PredictionStage(DiffusionStage):
     def export(self, directory: Path, cache: VideoCache) -> None:
         pretrained = self.config.model.pretrained
         assert pretrained is not None
-        self.video_unet.save_pretrained(directory)
+        self._save_video_unet(self.video_unet, directory)
         for part in SHARED_PARTS:
             if (pretrained / part).is_dir():
                 shutil.copytree(pretrained / part, directory / part)

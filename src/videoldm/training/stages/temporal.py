@@ -62,5 +62,5 @@ class TemporalStage(DiffusionStage):
         return batch
 
     def export(self, directory: Path, cache: VideoCache) -> None:
-        self.video_unet.save_pretrained(directory)
+        self._save_video_unet(self.video_unet, directory)
         self._write_conditioning(directory)
