@@ -34,7 +34,7 @@ def probe_model(
     seeds: tuple[int, ...] = (0,),
     wrap: bool = False,
     guidance_scale: float = 7.5,
-    noise_correlation: float = 0.0,
+    noise_correlation: float | None = None,
 ) -> str:
     """The probe once per seed (each seed's groups get noise `seed + g`), one line each, then the sums: the
     48-caption judgement of docs/keyframes.md is `--seeds 0 100 --wrap --steps 15`."""
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--wrap", action="store_true", help="with --model: read motion on the wrapping world's torus")
     parser.add_argument("--guidance", type=float, default=7.5, help="with --model: text guidance scale")
     parser.add_argument(
-        "--noise-correlation", type=float, default=0.0, help="with --model: the frames' noise correlation (as trained)"
+        "--noise-correlation", type=float, help="with --model: the frames' noise correlation (default: the model's)"
     )
     parser.add_argument("--advantage", action="store_true", help="with --config: also the word advantage")
     parser.add_argument("--advantage-only", action="store_true", help="with --config: only the word advantage")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -232,3 +233,23 @@ def test_the_benchmark_scores_windows_on_the_unwrapped_track():
     assert backwards["direction"] == 0.0 and backwards["identity"] == 1.0 and backwards["first_break"] == 0
     recoloured = score_windows("a red square moving left", video, window=10, step=10)
     assert recoloured["identity"] == 0.0 and recoloured["direction"] == 1.0
+
+
+def test_conv_in_time_draws_a_long_video_frame_by_frame_and_one_window_with_the_layers_prior():
+    from videoldm.pipelines.conv_in_time import conv_in_time_latents
+
+    class Recording:
+        _denoise = None
+
+        def __init__(self) -> None:
+            self.calls: list[dict] = []
+
+        def __call__(self, prompt, **kwargs):
+            self.calls.append(kwargs)
+            return SimpleNamespace(frames=None)
+
+    pipe = Recording()
+    conv_in_time_latents(pipe, "a red circle", num_frames=64, window=8)
+    conv_in_time_latents(pipe, "a red circle", num_frames=8, window=8)
+    conv_in_time_latents(pipe, "a red circle", num_frames=64, window=8, noise_correlation=0.5)
+    assert [c.get("noise_correlation") for c in pipe.calls] == [0.0, None, 0.5]

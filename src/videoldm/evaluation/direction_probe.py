@@ -126,17 +126,20 @@ def direction_probe(
     seed: int = 0,
     image_only: bool = False,
     wrap: bool = False,
-    noise_correlation: float = 0.0,
+    noise_correlation: float | None = None,
 ) -> ProbeResult:
     """Run the probe with a `VideoLDMPipeline` (or anything with its call signature and `geometry`).
 
     Group g's four videos start from one noise tensor (1, c, T, h, w) drawn with seed `seed + g`; they are
     decoded with the image decoder (the probe asks about motion, not the decoder) and analysed frame by frame;
     `wrap`: for a model trained on the wrapping world (the object may leave one edge and re-enter at the other).
-    `noise_correlation`: for a model trained with frame-correlated noise (the shared part from the same generator).
+    `noise_correlation`: the frames' noise correlation (the shared part from the same generator); default: the
+    pipeline's (its temporal layers', 0 with `image_only`).
     """
     geometry = pipe.geometry
     size = geometry.sample_size
+    if noise_correlation is None:
+        noise_correlation = 0.0 if image_only else getattr(getattr(pipe, "unet", None), "noise_correlation", 0.0)
     result = ProbeResult(groups=list(groups))
     for g, (colour, shape) in enumerate(groups):
         prompts = [f"a {colour} {shape} moving {d}" for d in DIRECTIONS]

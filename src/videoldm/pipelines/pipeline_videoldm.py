@@ -226,13 +226,11 @@ class VideoLDMPipeline:
         latents: torch.Tensor | None = None,
         noise_correlation: float = 0.0,
     ) -> torch.Tensor:
-        """Initial noise (B, c, T, h, w), c = the VAE's latent channels, h = height / vae_scale_factor, drawn from
-        `generator` (one, or a list of B: video i's noise from generator i) and scaled by
-        `init_noise_sigma`. Drawn in float32 (on the generator's device): a seed gives the same noise on any
-        device and in any dtype (torch draws float16 normals on CPU with other numbers than float32). The latents
-        are at least float32 whatever the weights' dtype (float64 weights: float64): the scheduler's updates are
-        small differences that bf16/fp16 latents would round away (the UNet gets them in its dtype, `_denoise`).
-        Drawn noise shares `noise_correlation` across frames (`diffusion.noise.correlate_frames`)."""
+        """Initial noise (B, c, T, h, w) (c: latent channels, h = height / vae_scale_factor) from `generator` (one,
+        or a list of B: video i's from generator i), frames correlated by `noise_correlation` (`correlate_frames`),
+        scaled by `init_noise_sigma`. Drawn in float32: a seed gives the same noise on any device and dtype (torch
+        draws float16 normals on CPU with other numbers). The latents stay >= float32 whatever the weights' dtype:
+        the scheduler's updates are small differences that bf16/fp16 would round away (`_denoise` casts)."""
         factor = self.vae_scale_factor
         shape = (batch_size, self.geometry.latent_channels, num_frames, height // factor, width // factor)
         if latents is None:
@@ -306,12 +304,9 @@ class VideoLDMPipeline:
             image_decoder: decode with the image decoder frame by frame even if decoder temporal layers are loaded.
             callback_on_step_end: called as f(pipe, step_index, timestep, {"latents": latents}) after each step;
                 may return {"latents": ...} to replace them.
-            noise_correlation: the drawn noise's correlation across frames (default: the temporal layers'
-                `noise_correlation`, 0 with `image_only`: the baseline stays frame by frame).
+            noise_correlation: drawn noise's correlation across frames (default: the temporal layers', 0 image-only).
         """
-        geometry = self.geometry
-        height = geometry.default_size if height is None else height
-        width = geometry.default_size if width is None else width
+        height, width = (self.geometry.default_size if size is None else size for size in (height, width))
         self.check_inputs(
             prompt,
             num_frames=num_frames,
