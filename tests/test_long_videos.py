@@ -253,3 +253,24 @@ def test_conv_in_time_draws_a_long_video_frame_by_frame_and_one_window_with_the_
     conv_in_time_latents(pipe, "a red circle", num_frames=8, window=8)
     conv_in_time_latents(pipe, "a red circle", num_frames=64, window=8, noise_correlation=0.5)
     assert [c.get("noise_correlation") for c in pipe.calls] == [0.0, None, 0.5]
+
+
+def test_predicted_clips_draw_with_the_layers_noise_prior(keyframe_model):
+    from videoldm.diffusion import text_guidance
+    from videoldm.pipelines.pipeline_videoldm import VideoLDMPipeline
+    from videoldm.pipelines.rollout import predict_clip
+
+    pipe = VideoLDMPipeline.from_pretrained(keyframe_model)
+    pipe.set_progress_bar_config(disable=True)
+    given = torch.randn(1, pipe.geometry.latent_channels, 2, 8, 8, generator=torch.Generator().manual_seed(1))
+
+    def predict(correlation: float) -> torch.Tensor:
+        pipe.unet.temporal.register_to_config(noise_correlation=correlation)
+        cond = pipe.encode_prompt("a red circle", do_classifier_free_guidance=False)
+        args = {"cond": cond, "guider": text_guidance(1.0), "num_frames": 4, "num_inference_steps": 2}
+        return predict_clip(pipe, given, generator=torch.Generator().manual_seed(0), **args)
+
+    plain, shared = predict(0.0), predict(0.8)
+    torch.testing.assert_close(plain[:, :, :2], given, atol=0, rtol=0)  # the given frames either way
+    torch.testing.assert_close(shared[:, :, :2], given, atol=0, rtol=0)
+    assert not torch.allclose(plain[:, :, 2:], shared[:, :, 2:])  # the new frames start from the shared noise
