@@ -16,6 +16,12 @@ from diffusers.utils.torch_utils import randn_tensor
 from videoldm.diffusion.sampling import Generator
 
 
+def sampling_correlation(unet: object, *, image_only: bool = False) -> float:
+    """The correlation a sampler draws a clip's noise with unless told otherwise: the temporal layers' recorded prior
+    (`VideoUNet.noise_correlation`); 0 for the image-only baseline (frame by frame) and for a model without one."""
+    return 0.0 if image_only else float(getattr(unet, "noise_correlation", 0.0))
+
+
 def correlate_frames(noise: torch.Tensor, correlation: float, *, generator: Generator = None) -> torch.Tensor:
     """i.i.d. N(0, 1) noise (B, C, T, h, w) -> sqrt(a) * shared + sqrt(1 - a) * noise, a = `correlation`, with
     shared (B, C, 1, h, w) drawn from `generator` (one, or a list of B as in diffusers' `randn_tensor`).

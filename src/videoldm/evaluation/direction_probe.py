@@ -19,7 +19,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from videoldm.autoencoder.scaling import scale_latents
 from videoldm.data.shapes import DIRECTIONS, sample_clip
-from videoldm.diffusion.noise import correlate_frames
+from videoldm.diffusion.noise import correlate_frames, sampling_correlation
 from videoldm.evaluation.shapes_analysis import analyse_video
 from videoldm.temporal.layers import frames_to_video, video_to_frames
 
@@ -139,7 +139,7 @@ def direction_probe(
     geometry = pipe.geometry
     size = geometry.sample_size
     if noise_correlation is None:
-        noise_correlation = 0.0 if image_only else getattr(getattr(pipe, "unet", None), "noise_correlation", 0.0)
+        noise_correlation = sampling_correlation(getattr(pipe, "unet", None), image_only=image_only)
     result = ProbeResult(groups=list(groups))
     for g, (colour, shape) in enumerate(groups):
         prompts = [f"a {colour} {shape} moving {d}" for d in DIRECTIONS]

@@ -28,7 +28,7 @@ from videoldm.autoencoder import VideoAutoencoder
 from videoldm.autoencoder.chunked_decode import DEFAULT_DECODE_CHUNK
 from videoldm.defaults import DEFAULT_STEPS
 from videoldm.diffusion.guidance import Conditioning, Guider, text_guidance
-from videoldm.diffusion.noise import correlate_frames
+from videoldm.diffusion.noise import correlate_frames, sampling_correlation
 from videoldm.diffusion.sampling import Generator, sample_latents
 from videoldm.loading import ModelGeometry
 from videoldm.pipelines import folders
@@ -327,8 +327,8 @@ class VideoLDMPipeline:
             num_videos_per_prompt=num_videos_per_prompt,
         )
         cond.context = None if context is None else context.to(self.device, self.dtype)
-        if noise_correlation is None:  # the temporal layers' prior; the image-only baseline stays frame by frame
-            noise_correlation = 0.0 if image_only else self.unet.noise_correlation
+        if noise_correlation is None:
+            noise_correlation = sampling_correlation(self.unet, image_only=image_only)
         # before prepare_latents: init_noise_sigma depends on the chosen timesteps (Euler)
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         latents = self.prepare_latents(

@@ -34,7 +34,7 @@ from videoldm.autoencoder.chunked_decode import DEFAULT_DECODE_CHUNK, StreamingD
 from videoldm.defaults import DEFAULT_STEPS
 from videoldm.diffusion.guidance import Conditioning, Guider, context_guider
 from videoldm.diffusion.masks import context_from_mask
-from videoldm.diffusion.noise import correlate_frames
+from videoldm.diffusion.noise import correlate_frames, sampling_correlation
 from videoldm.diffusion.sampling import Generator, GivenFrames, Strength, sample_latents
 from videoldm.pipelines.conv_in_time import conv_in_time_latents
 from videoldm.pipelines.pipeline_videoldm import VideoLDMPipeline
@@ -98,7 +98,7 @@ def predict_clip(
     cond.context = context_from_mask(clean, mask).to(pipe.dtype)
     pipe.scheduler.set_timesteps(num_inference_steps, device=pipe.device)
     noise = randn_tensor(clean.shape, generator=generator, device=torch.device("cpu"), dtype=torch.float32)
-    noise = correlate_frames(noise, pipe.unet.noise_correlation, generator=generator)
+    noise = correlate_frames(noise, sampling_correlation(pipe.unet), generator=generator)
     noise = noise.to(pipe.device)
     held = GivenFrames(pipe.scheduler, clean, mask, noise)
     latents = held.at(noise * pipe.scheduler.init_noise_sigma, 0)
