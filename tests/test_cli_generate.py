@@ -55,6 +55,14 @@ def test_image_only_and_other_samplers_run(model_dir: Path, tmp_path: Path) -> N
     _generate(model_dir, tmp_path / "euler.mp4", "--seed", "1", "--scheduler", "euler", "--image-decoder")
 
 
+def test_noise_correlation_option_overrides_the_models_prior_for_this_run(model_dir: Path, tmp_path: Path) -> None:
+    config = (model_dir / "temporal" / "config.json").read_text()  # the tiny model's prior: 0 (i.i.d.)
+    default = _generate(model_dir, tmp_path / "default.mp4", "--seed", "6")
+    assert _generate(model_dir, tmp_path / "zero.mp4", "--seed", "6", "--noise-correlation", "0") == default
+    assert _generate(model_dir, tmp_path / "shared.mp4", "--seed", "6", "--noise-correlation", "0.9") != default
+    assert (model_dir / "temporal" / "config.json").read_text() == config  # the folder is not changed
+
+
 def test_bf16_weights_give_the_float32_video_within_bf16_rounding(model_dir: Path, tmp_path: Path) -> None:
     _generate(model_dir, tmp_path / "fp32.mp4", "--seed", "5", "--device", "cpu")
     _generate(model_dir, tmp_path / "bf16.mp4", "--seed", "5", "--device", "cpu", "--dtype", "bf16")
@@ -112,6 +120,8 @@ BAD_INPUT = [
     ([PROMPT, "--model", "{model}", "--fps", "0"], "--fps must be a positive number"),
     ([PROMPT, "--model", "{model}", "--dtype", "fp64"], "--dtype must be one of fp32, bf16, fp16"),
     ([PROMPT, "--model", "{model}", "--dtype", "fp16", "--device", "cpu"], "--dtype fp16 needs a GPU"),
+    ([PROMPT, "--model", "{model}", "--noise-correlation", "1"], "--noise-correlation must be in [0, 1), got 1.0"),
+    ([PROMPT, "--model", "{model}", "--noise-correlation", "0.5", "--image-only"], "exclude each other"),
 ]
 
 

@@ -3,6 +3,8 @@ only when asked for."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -64,3 +66,30 @@ def test_training_batches_correlate_only_when_configured(tmp_path):
 def test_bad_noise_correlation_names_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"train\.noise_correlation: must be in \[0, 1\), got 1.0"):
         load_config(config_file(tmp_path, noise_correlation=1.0))
+
+
+def test_shipping_writes_the_chosen_prior_into_the_temporal_config(tmp_path):
+    from scripts.ship_model import ship
+
+    from test_pipeline_fixtures import write_tiny_video_ldm
+    from videoldm import VideoLDMPipeline
+
+    folder = write_tiny_video_ldm(tmp_path / "run")
+    ship(folder, tmp_path / "shipped", noise_correlation=0.9)
+    shipped = VideoLDMPipeline.from_pretrained(tmp_path / "shipped")
+    assert shipped.unet.noise_correlation == 0.9  # the pipelines' default draw
+    ship(folder / "temporal", tmp_path / "temporal", noise_correlation=0.25)  # a temporal folder alone
+    assert json.loads((tmp_path / "temporal" / "config.json").read_text())["noise_correlation"] == 0.25
+    with pytest.raises(SystemExit, match="no temporal layers"):
+        ship(folder / "unet", tmp_path / "unet", noise_correlation=0.5)
+    assert not (tmp_path / "unet").exists()  # nothing half-written
+
+
+def test_video_unet_prior_is_checked_when_set():
+    from test_pipeline_fixtures import tiny_pipeline
+
+    unet = tiny_pipeline().unet
+    unet.noise_correlation = 0.5
+    assert unet.noise_correlation == 0.5 and unet.temporal.config.noise_correlation == 0.5
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\), got 1.0"):
+        unet.noise_correlation = 1.0

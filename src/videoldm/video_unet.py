@@ -101,6 +101,15 @@ class VideoUNet(VideoBackbone):
         """The initial noise's correlation across frames the temporal layers are sampled with (0: none)."""
         return 0.0 if self.temporal is None else float(self.temporal.config.get("noise_correlation", 0.0))
 
+    @noise_correlation.setter
+    def noise_correlation(self, value: float) -> None:
+        """Sample with another prior (`videoldm generate --noise-correlation`); saved with the layers' config."""
+        if self.temporal is None:
+            raise ValueError("noise_correlation: this model has no temporal layers")
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"noise_correlation must be in [0, 1), got {value}")
+        self.temporal.register_to_config(noise_correlation=float(value))
+
     # ------------------------------------------------------------------ forward
     def forward(
         self,

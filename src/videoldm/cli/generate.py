@@ -55,6 +55,12 @@ def generate(
         "--conv-in-time",
         help="All key frames as one clip, the model on overlapping windows of its trained length (no rollout).",
     ),
+    noise_correlation: float | None = typer.Option(
+        None,
+        "--noise-correlation",
+        help="Correlation of the key frames' initial noise across frames, in [0, 1) (default: the model's, "
+        "temporal/config.json; 0: i.i.d.).",
+    ),
     seed: int | None = typer.Option(None, "--seed", help="Noise seed (default: a random one, put in the name)."),
     fps: float | None = typer.Option(
         None, "--fps", help="Frames per second written (default: 30 with the stack, key frames at fps/16; else 8)."
@@ -93,6 +99,10 @@ def generate(
         )
     if conv_in_time and image_only:
         fail("--conv-in-time and --image-only exclude each other: --image-only samples every frame on its own")
+    if noise_correlation is not None and image_only:
+        fail("--noise-correlation and --image-only exclude each other: --image-only draws every frame's noise alone")
+    if noise_correlation is not None and not 0 <= noise_correlation < 1:
+        fail(f"--noise-correlation must be in [0, 1), got {noise_correlation}")
     _check_output(output)
     folder = model_dir(model)
     # the run itself (`pipelines.generate`, shared with `videoldm serve`); imported here: `--help` stays fast
@@ -143,6 +153,13 @@ def generate(
         )
     except (OSError, ValueError) as err:
         fail(f"cannot load model {folder}: {err}")
+    if noise_correlation is not None:
+        # The layers' prior is the default of every sampler (first clip, predicted clips, conv-in-time's window):
+        # set on the loaded model, it reaches them all.
+        try:
+            keyframe_pipeline(pipe).unet.noise_correlation = noise_correlation
+        except ValueError as err:
+            fail(f"--noise-correlation: {err}")
     if compile_unet:
         # Off by default: on a 2-core CPU compiling took ~2 min and the compiled UNet was no faster
         # (docs/benchmarks.md); the time pays back on GPUs and over many videos.

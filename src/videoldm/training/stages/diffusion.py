@@ -195,7 +195,7 @@ class DiffusionStage(Stage):
     def _save_video_unet(self, video_unet: VideoUNet, directory: Path) -> None:
         """`unet/` and `temporal/`, the temporal config recording the noise prior the layers were trained with
         (`train.noise_correlation`): the pipelines sample with it."""
-        video_unet.temporal.register_to_config(noise_correlation=self.config.train.noise_correlation)
+        video_unet.noise_correlation = self.config.train.noise_correlation
         video_unet.save_pretrained(directory)
 
     def _draw_timesteps(self, count: int, g: torch.Generator, span: tuple[int, int] | None = None) -> torch.Tensor:
