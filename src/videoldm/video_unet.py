@@ -21,6 +21,7 @@ from videoldm.layout import TEMPORAL, UNET
 from videoldm.temporal.adapter import TemporalAdapter, temporal_layer_specs
 from videoldm.temporal.hooks import FrameState, VideoBackbone
 from videoldm.temporal.layers import frames_to_video, video_to_frames
+from videoldm.temporal.padding import check_spatial_padding, pad_circularly
 
 
 @dataclass
@@ -53,6 +54,8 @@ class VideoUNet(VideoBackbone):
     def __init__(self, unet: UNet2DConditionModel, temporal: TemporalAdapter | None) -> None:
         # temporal None: the image UNet alone on videos (an image upsampler before its temporal layers)
         super().__init__(backbone_name=UNET, backbone=unet, temporal=temporal)
+        if self.spatial_padding == "circular":
+            self._pad_circularly()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -109,6 +112,27 @@ class VideoUNet(VideoBackbone):
         if not 0.0 <= value < 1.0:
             raise ValueError(f"noise_correlation must be in [0, 1), got {value}")
         self.temporal.register_to_config(noise_correlation=float(value))
+
+    @property
+    def spatial_padding(self) -> str:
+        """How the spatial convolutions pad: "zeros", or "circular" for a world that wraps (`temporal.padding`)."""
+        return "zeros" if self.temporal is None else self.temporal.config.get("spatial_padding", "zeros")
+
+    @spatial_padding.setter
+    def spatial_padding(self, value: str) -> None:
+        """Switch to circular padding (`model.spatial_padding` of a training run); saved with the layers' config.
+        The image UNet's convolutions change in place: a pipeline sharing it (the stack's interpolation) pads
+        circularly too, as the world it draws does."""
+        if check_spatial_padding(value) == self.spatial_padding:
+            return
+        if self.temporal is None or value == "zeros":
+            raise ValueError(f"spatial_padding: cannot switch {self.spatial_padding!r} to {value!r}")
+        self.temporal.register_to_config(spatial_padding=value)
+        self._pad_circularly()
+
+    def _pad_circularly(self) -> None:
+        pad_circularly(self.unet)
+        pad_circularly(self.temporal)
 
     # ------------------------------------------------------------------ forward
     def forward(

@@ -33,6 +33,7 @@ from videoldm.layout import CONFIG_NAME, WEIGHTS_NAME
 from videoldm.temporal.attention import TemporalTransformerBlock
 from videoldm.temporal.context import ContextEncoder
 from videoldm.temporal.layers import NORMS, AlphaBlender, TemporalResBlock, frames_to_video
+from videoldm.temporal.padding import check_spatial_padding
 
 __all__ = [
     "CONFIG_NAME",
@@ -312,6 +313,8 @@ class TemporalAdapter(TemporalAdapterBase):
             blocks see (an untrained condition changes nothing); None: no condition (older folders).
         noise_correlation: not a layer: the initial noise's correlation across frames these layers are sampled
             with (`diffusion.noise.correlate_frames`; the pipelines' default, as `sample_size` is the UNet's).
+        spatial_padding: "zeros" or "circular": how the VideoUNet's spatial convolutions, the image UNet's included,
+            pad (`temporal.padding`; "circular" for a world that wraps around its edges).
     """
 
     _supports_gradient_checkpointing = True
@@ -334,10 +337,12 @@ class TemporalAdapter(TemporalAdapterBase):
         pooled_text_channels: int | None = None,
         num_conditions: int | None = None,
         noise_correlation: float = 0.0,
+        spatial_padding: str = "zeros",
     ) -> None:
         super().__init__()
         if not 0.0 <= noise_correlation < 1.0:
             raise ValueError(f"noise_correlation must be in [0, 1), got {noise_correlation}")
+        check_spatial_padding(spatial_padding)
         if tuple(kernel_size) not in ((3, 1, 1), (3, 3, 3), (1, 1, 1)):
             raise ValueError(f"kernel_size must be (3, 1, 1), (3, 3, 3) or (1, 1, 1), got {tuple(kernel_size)}")
         if temporal_norm not in NORMS:

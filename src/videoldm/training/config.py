@@ -78,6 +78,9 @@ class ModelConfig:
     unet: dict[str, Any] | None = None  # image stage: a fresh UNet2DConditionModel (else pretrained/unet/ is tuned)
     temporal: dict[str, Any] = field(default_factory=dict)  # TemporalAdapter options for the temporal stage
     fresh_temporal: bool = False  # temporal stage only: new layers even when pretrained/ has temporal/
+    # Stages training temporal layers: "circular" pads every spatial conv circularly, for a world that wraps
+    # (`temporal.padding`; recorded in the export's temporal/config.json); None keeps the pretrained layers' padding.
+    spatial_padding: Literal["zeros", "circular"] | None = None
     temporal_decoder: dict[str, Any] = field(default_factory=dict)  # options for the decoder stage
     upsampler: dict[str, Any] = field(default_factory=dict)  # upsampler stage: UpsamplerConfig options
     text_encoder: str = "builtin:all-MiniLM-L6-v2"  # or a local folder with a transformers model + tokenizer

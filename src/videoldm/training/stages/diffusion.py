@@ -172,7 +172,12 @@ class DiffusionStage(Stage):
 
     def _temporal_loss(self, video_unet: VideoUNet) -> DiffusionLoss:
         """The loss of a stage that trains only `video_unet`'s temporal layers: spatial layers frozen, gradient
-        checkpointing as configured."""
+        checkpointing and `model.spatial_padding` as configured (the export's temporal config records the latter)."""
+        if self.config.model.spatial_padding is not None:
+            try:
+                video_unet.spatial_padding = self.config.model.spatial_padding
+            except ValueError as err:
+                raise ConfigError(f"model.spatial_padding: {err}") from err
         video_unet.freeze_spatial()
         if self.config.train.gradient_checkpointing:
             video_unet.enable_gradient_checkpointing()
