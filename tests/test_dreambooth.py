@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,20 @@ def test_lora_trains_only_low_rank_updates_of_the_targets_and_exports_a_plain_me
     changed = {k for k in spatial if not torch.equal(merged[k], spatial[k])}
     assert changed and all(k.endswith(("to_q.weight", "to_v.weight")) for k in changed)
     assert json.loads((model / "personalisation.json").read_text())["lora_rank"] == 2
+
+
+def test_a_base_that_pads_circularly_is_fine_tuned_padding_circularly(tmp_path, base, pictures):
+    circular = tmp_path / "circular-base"
+    shutil.copytree(base, circular)
+    config = circular / "temporal" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "spatial_padding": "circular"}))
+    for folder, expected in ((circular, {"circular"}), (base, {"zeros"})):
+        path = lora_config(tmp_path, folder, pictures, name=f"lora-{expected}", lora_targets=["conv1", "to_q"])
+        stage = build_stage(load_config(path))
+        padded = [m for m in stage.unet.modules() if isinstance(m, torch.nn.Conv2d) and any(m.padding)]
+        # The UNet's own convolutions and the LoRA's down-projections of them alike (the base runs that way).
+        assert any(".lora_A." in n for n, m in stage.unet.named_modules() if m in padded)
+        assert {m.padding_mode for m in padded} == expected
 
 
 def test_the_merged_lora_unet_computes_what_the_adapted_one_does(tmp_path, base, pictures):

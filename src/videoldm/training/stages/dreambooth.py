@@ -37,6 +37,8 @@ from tqdm.auto import tqdm
 from videoldm import layout
 from videoldm.data.image_folder import ImageFolderDataset, image_files
 from videoldm.io import IMAGE_EXTENSIONS
+from videoldm.layout import CONFIG_NAME
+from videoldm.temporal.padding import pad_circularly
 from videoldm.training import batches as B
 from videoldm.training.cache import VideoCache, cache_key
 from videoldm.training.config import ConfigError, RunConfig
@@ -113,6 +115,13 @@ class DreamBoothStage(ImageStage):
         super().__init__(config)
         if config.model.lora_rank is not None:
             self._add_lora()
+        temporal = self._pretrained(layout.TEMPORAL)
+        if (temporal / CONFIG_NAME).is_file() and json.loads((temporal / CONFIG_NAME).read_text()).get(
+            "spatial_padding"
+        ) == "circular":
+            # The base's video model runs this image UNet padded circularly (a world that wraps): fine-tune it as
+            # it will run, and after any LoRA layers exist, so that their convolutions pad the same way.
+            pad_circularly(self.unet)
         if self.prior_preservation:
             self.module = PriorPreservationLoss(self.module, prior_loss_weight=config.train.prior_loss_weight)
 
