@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from videoldm import layout
 from videoldm.data.image_folder import ImageFolderDataset, image_files
 from videoldm.io import IMAGE_EXTENSIONS
-from videoldm.layout import CONFIG_NAME
+from videoldm.temporal.adapter import TemporalAdapter
 from videoldm.temporal.padding import pad_circularly
 from videoldm.training import batches as B
 from videoldm.training.cache import VideoCache, cache_key
@@ -116,9 +116,7 @@ class DreamBoothStage(ImageStage):
         if config.model.lora_rank is not None:
             self._add_lora()
         temporal = self._pretrained(layout.TEMPORAL)
-        if (temporal / CONFIG_NAME).is_file() and json.loads((temporal / CONFIG_NAME).read_text()).get(
-            "spatial_padding"
-        ) == "circular":
+        if temporal.is_dir() and TemporalAdapter.options_from_dir(temporal).get("spatial_padding") == "circular":
             # The base's video model runs this image UNet padded circularly (a world that wraps): fine-tune it as
             # it will run, and after any LoRA layers exist, so that their convolutions pad the same way.
             pad_circularly(self.unet)
