@@ -18,6 +18,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
+from videoldm.diffusion.noise import check_noise_correlation
 from videoldm.training.checkpoint import replace_dir
 
 
@@ -48,11 +49,13 @@ def ship(source: Path, destination: Path, *, noise_correlation: float | None = N
 def set_noise_correlation(folder: Path, value: float) -> None:
     """Write `value` as `noise_correlation` into the TemporalAdapter config of `folder`: a Video LDM folder
     (its temporal/) or a temporal folder itself."""
-    if not 0.0 <= value < 1.0:
-        raise SystemExit(f"error: --noise-correlation must be in [0, 1), got {value}")
+    try:
+        check_noise_correlation(value, name="--noise-correlation")
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from err
     for path in (folder / "temporal" / "config.json", folder / "config.json"):
-        if path.is_file() and json.loads(path.read_text()).get("_class_name") == "TemporalAdapter":
-            config = json.loads(path.read_text())
+        config = json.loads(path.read_text()) if path.is_file() else {}
+        if config.get("_class_name") == "TemporalAdapter":
             path.write_text(json.dumps({**config, "noise_correlation": value}, indent=2, sort_keys=True) + "\n")
             return
     raise SystemExit(f"error: --noise-correlation: {folder.name} has no temporal layers (temporal/config.json)")

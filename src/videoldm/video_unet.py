@@ -17,6 +17,7 @@ import torch
 from diffusers import UNet2DConditionModel
 from diffusers.utils import BaseOutput
 
+from videoldm.diffusion.noise import check_noise_correlation
 from videoldm.layout import TEMPORAL, UNET
 from videoldm.temporal.adapter import TemporalAdapter, temporal_layer_specs
 from videoldm.temporal.hooks import FrameState, VideoBackbone
@@ -109,9 +110,7 @@ class VideoUNet(VideoBackbone):
         """Sample with another prior (`videoldm generate --noise-correlation`); saved with the layers' config."""
         if self.temporal is None:
             raise ValueError("noise_correlation: this model has no temporal layers")
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f"noise_correlation must be in [0, 1), got {value}")
-        self.temporal.register_to_config(noise_correlation=float(value))
+        self.temporal.register_to_config(noise_correlation=check_noise_correlation(value))
 
     @property
     def spatial_padding(self) -> str:

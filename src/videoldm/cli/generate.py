@@ -101,8 +101,13 @@ def generate(
         fail("--conv-in-time and --image-only exclude each other: --image-only samples every frame on its own")
     if noise_correlation is not None and image_only:
         fail("--noise-correlation and --image-only exclude each other: --image-only draws every frame's noise alone")
-    if noise_correlation is not None and not 0 <= noise_correlation < 1:
-        fail(f"--noise-correlation must be in [0, 1), got {noise_correlation}")
+    if noise_correlation is not None:
+        from videoldm.diffusion.noise import check_noise_correlation
+
+        try:
+            check_noise_correlation(noise_correlation, name="--noise-correlation")
+        except ValueError as err:
+            fail(str(err))
     _check_output(output)
     folder = model_dir(model)
     # the run itself (`pipelines.generate`, shared with `videoldm serve`); imported here: `--help` stays fast

@@ -16,6 +16,14 @@ from diffusers.utils.torch_utils import randn_tensor
 from videoldm.diffusion.sampling import Generator
 
 
+def check_noise_correlation(value: float, *, name: str = "noise_correlation") -> float:
+    """`value` as a float if the prior can take it, in [0, 1) (at 1 every frame would start from the same noise), else
+    a ValueError naming `name`: the one range check of every entry point (layers' config, CLI, ship script)."""
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
+    return float(value)
+
+
 def sampling_correlation(unet: object, *, image_only: bool = False) -> float:
     """The correlation a sampler draws a clip's noise with unless told otherwise: the temporal layers' recorded prior
     (`VideoUNet.noise_correlation`); 0 for the image-only baseline (frame by frame) and for a model without one."""
@@ -28,9 +36,7 @@ def correlate_frames(noise: torch.Tensor, correlation: float, *, generator: Gene
 
     Every element stays N(0, 1) and two frames' noise correlate by a. a = 0 returns `noise` itself and draws
     nothing, so runs without the prior keep their random streams bit for bit."""
-    if not 0.0 <= correlation < 1.0:
-        raise ValueError(f"noise correlation must be in [0, 1), got {correlation}")
-    if correlation == 0.0:
+    if check_noise_correlation(correlation, name="noise correlation") == 0.0:
         return noise
     if noise.ndim != 5:
         raise ValueError(f"noise must be (B, C, T, h, w), got shape {tuple(noise.shape)}")

@@ -29,6 +29,7 @@ from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from safetensors.torch import load_file
 from torch import nn
 
+from videoldm.diffusion.noise import check_noise_correlation
 from videoldm.layout import CONFIG_NAME, WEIGHTS_NAME
 from videoldm.temporal.attention import TemporalTransformerBlock
 from videoldm.temporal.context import ContextEncoder
@@ -340,8 +341,7 @@ class TemporalAdapter(TemporalAdapterBase):
         spatial_padding: str = "zeros",
     ) -> None:
         super().__init__()
-        if not 0.0 <= noise_correlation < 1.0:
-            raise ValueError(f"noise_correlation must be in [0, 1), got {noise_correlation}")
+        check_noise_correlation(noise_correlation)
         check_spatial_padding(spatial_padding)
         if tuple(kernel_size) not in ((3, 1, 1), (3, 3, 3), (1, 1, 1)):
             raise ValueError(f"kernel_size must be (3, 1, 1), (3, 3, 3) or (1, 1, 1), got {tuple(kernel_size)}")
