@@ -3,6 +3,8 @@ time is never wrapped, and the choice travels with the temporal layers' folder a
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -11,6 +13,7 @@ from conftest import tiny_unet
 from test_diffusion_loss import config_file
 from test_video_unet import inputs, perturb_temporal
 from videoldm import VideoUNet
+from videoldm.diffusion.masks import context_from_mask
 from videoldm.temporal.padding import pad_circularly
 from videoldm.training.config import ConfigError
 from videoldm.training.stages import load_config
@@ -80,6 +83,50 @@ def test_switching_to_circular_changes_a_loaded_model_and_cannot_be_undone():
         video_unet.spatial_padding = "reflect"
     with pytest.raises(ValueError, match="spatial_padding must be one of"):
         VideoUNet.from_image_unet(tiny_unet(), spatial_padding="reflect")
+
+
+def test_circular_continued_wraps_only_the_videos_continued_from_given_frames():
+    zeros = VideoUNet.from_image_unet(tiny_unet(), kernel_size=(3, 3, 3), context_in_channels=True)
+    perturb_temporal(zeros)
+    by_mode = {"zeros": zeros}
+    for mode in ("circular", "circular_continued"):
+        by_mode[mode] = copy.deepcopy(zeros)
+        by_mode[mode].spatial_padding = mode
+    sample, timestep, text = inputs(b=2, t=4)
+    # Video 0 continues its first 2 frames (a prediction clip); video 1 is made from text alone (S = 0).
+    context = context_from_mask(torch.randn_like(sample), torch.arange(4)[None] < torch.tensor([[2], [0]]))
+
+    def run(mode: str, i: int) -> torch.Tensor:
+        kwargs = {"encoder_hidden_states": text[i : i + 1], "context": context[i : i + 1]}
+        return by_mode[mode](sample[i : i + 1], timestep[i : i + 1], **kwargs).sample
+
+    with torch.no_grad():
+        mixed = by_mode["circular_continued"](sample, timestep, encoder_hidden_states=text, context=context).sample
+        continued, from_text = run("circular", 0), run("zeros", 1)
+        assert (run("circular", 1) - from_text).abs().max() > 1e-2  # the two paddings do differ on this input
+        # With no context at all (the pipeline's first clip) nothing wraps either.
+        alone = by_mode["circular_continued"](sample[1:], timestep[1:], encoder_hidden_states=text[1:]).sample
+        unpadded = zeros(sample[1:], timestep[1:], encoder_hidden_states=text[1:]).sample
+    assert torch.allclose(mixed[:1], continued, atol=1e-5)
+    assert torch.allclose(mixed[1:], from_text, atol=1e-5)
+    assert torch.allclose(alone, unpadded, atol=1e-5)
+
+
+def test_padding_hooks_give_gradient_checkpointing_the_forward_s_padding():
+    video_unet = VideoUNet.from_image_unet(
+        tiny_unet(), kernel_size=(3, 3, 3), context_in_channels=True, spatial_padding="circular_continued"
+    )
+    perturb_temporal(video_unet)
+    sample, timestep, text = inputs(b=2, t=4)
+    context = context_from_mask(sample, torch.arange(4)[None] < torch.tensor([[2], [0]]))
+    grads = []
+    for checkpointing in (False, True):
+        if checkpointing:
+            video_unet.enable_gradient_checkpointing()
+        video_unet.zero_grad()
+        video_unet(sample, timestep, encoder_hidden_states=text, context=context).sample.square().mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in video_unet.temporal.parameters() if p.grad is not None]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)
 
 
 def test_run_config_names_a_bad_padding(tmp_path):

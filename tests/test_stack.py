@@ -107,15 +107,16 @@ def test_folder_without_interpolation_is_refused(tmp_path: Path) -> None:
         VideoLDMStackPipeline.from_pretrained(folder)
 
 
-def test_circular_key_frames_make_the_interpolation_circular_too(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["circular", "circular_continued"])
+def test_circular_key_frames_make_the_interpolation_circular_too(tmp_path: Path, mode: str) -> None:
     import json
 
     folder = save_tiny_interpolation_model(tmp_path / "tiny")
     config = folder / "temporal" / "config.json"
-    config.write_text(json.dumps({**json.loads(config.read_text()), "spatial_padding": "circular"}))
+    config.write_text(json.dumps({**json.loads(config.read_text()), "spatial_padding": mode}))
     pipe = VideoLDMStackPipeline.from_pretrained(folder)
-    # One image UNet, padded circularly for the key frames: the interpolation model runs on the same world.
-    assert pipe.keyframes.unet.spatial_padding == pipe.interpolation.unet.spatial_padding == "circular"
+    # One image UNet, padded for the key frames' world: the interpolation model runs on the same world.
+    assert pipe.keyframes.unet.spatial_padding == pipe.interpolation.unet.spatial_padding == mode
     assert (
         VideoLDMStackPipeline.from_pretrained(
             save_tiny_interpolation_model(tmp_path / "plain")

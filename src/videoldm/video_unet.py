@@ -19,10 +19,10 @@ from diffusers.utils import BaseOutput
 
 from videoldm.diffusion.noise import check_noise_correlation
 from videoldm.layout import TEMPORAL, UNET
+from videoldm.temporal import padding
 from videoldm.temporal.adapter import TemporalAdapter, temporal_layer_specs
 from videoldm.temporal.hooks import FrameState, VideoBackbone
 from videoldm.temporal.layers import frames_to_video, video_to_frames
-from videoldm.temporal.padding import check_spatial_padding, pad_circularly
 
 
 @dataclass
@@ -55,8 +55,8 @@ class VideoUNet(VideoBackbone):
     def __init__(self, unet: UNet2DConditionModel, temporal: TemporalAdapter | None) -> None:
         # temporal None: the image UNet alone on videos (an image upsampler before its temporal layers)
         super().__init__(backbone_name=UNET, backbone=unet, temporal=temporal)
-        if self.spatial_padding == "circular":
-            self._pad_circularly()
+        if self.spatial_padding != "zeros":
+            self._install_padding()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -114,24 +114,32 @@ class VideoUNet(VideoBackbone):
 
     @property
     def spatial_padding(self) -> str:
-        """How the spatial convolutions pad: "zeros", or "circular" for a world that wraps (`temporal.padding`)."""
+        """How the spatial convolutions pad: "zeros", "circular" or "circular_continued" (`temporal.padding`)."""
         return "zeros" if self.temporal is None else self.temporal.config.get("spatial_padding", "zeros")
 
     @spatial_padding.setter
     def spatial_padding(self, value: str) -> None:
-        """Switch to circular padding (`model.spatial_padding` of a training run); saved with the layers' config.
-        The image UNet's convolutions change in place: a pipeline sharing it (the stack's interpolation) pads
-        circularly too, as the world it draws does."""
-        if check_spatial_padding(value) == self.spatial_padding:
+        """Switch from zero padding to a wrapping one (`model.spatial_padding` of a training run); saved with the
+        layers' config. The image UNet's convolutions gain padding hooks in place; each VideoUNet sharing it (the
+        stack's interpolation) sets them for its own forward."""
+        if padding.check_spatial_padding(value) == self.spatial_padding:
             return
         if self.temporal is None or value == "zeros":
             raise ValueError(f"spatial_padding: cannot switch {self.spatial_padding!r} to {value!r}")
         self.temporal.register_to_config(spatial_padding=value)
-        self._pad_circularly()
+        self._install_padding()
 
-    def _pad_circularly(self) -> None:
-        pad_circularly(self.unet)
-        pad_circularly(self.temporal)
+    def _install_padding(self) -> None:
+        padding.install(self.unet)
+        padding.install(self.temporal)
+
+    def _wraps(self, context: torch.Tensor | None) -> padding.Wraps:
+        """Which videos of this forward's batch wrap (`temporal.padding`): none, all, or those continued from at
+        least one given frame (the context's mask channel)."""
+        mode = self.spatial_padding
+        if mode == "circular_continued" and context is not None:
+            return context[:, -1].flatten(1).any(1)
+        return mode == "circular"
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -172,6 +180,10 @@ class VideoUNet(VideoBackbone):
         if temporal_encoder_hidden_states is not None:
             self._check_inputs(sample, temporal_encoder_hidden_states, None, None)
         b, _, t, _, _ = sample.shape
+        wraps = self._wraps(context)
+        padding.set_wraps(self.unet, wraps)  # the image UNet may be shared: each VideoUNet sets it for its forward
+        if self.temporal is not None:
+            padding.set_wraps(self.temporal, wraps)
         per_frame = _FramesRepeat(b, t)
         state = UNetFrameState(
             num_frames=t,

@@ -90,10 +90,10 @@ class VideoLDMStackPipeline:
     def __init__(self, *, keyframes: VideoLDMPipeline, interpolation: VideoInterpolationPipeline) -> None:
         if interpolation.unet.unet is not keyframes.unet.unet or interpolation.autoencoder is not keyframes.autoencoder:
             raise ValueError("the stack's pipelines must share one image UNet and one autoencoder")
-        if keyframes.unet.spatial_padding == "circular":
-            # The shared image UNet now pads circularly (a world that wraps): the interpolation's temporal layers
-            # follow, so each model is one consistent network on that world.
-            interpolation.unet.spatial_padding = "circular"
+        if keyframes.unet.spatial_padding != "zeros":
+            # A world that wraps: the interpolation pads as the key frames do (its clips are continued from given
+            # key frames, so "circular_continued" wraps them), one consistent network on that world.
+            interpolation.unet.spatial_padding = keyframes.unet.spatial_padding
         self.keyframes = keyframes
         self.interpolation = interpolation
         self.set_progress_bar_config()

@@ -314,8 +314,9 @@ class TemporalAdapter(TemporalAdapterBase):
             blocks see (an untrained condition changes nothing); None: no condition (older folders).
         noise_correlation: not a layer: the initial noise's correlation across frames these layers are sampled
             with (`diffusion.noise.correlate_frames`; the pipelines' default, as `sample_size` is the UNet's).
-        spatial_padding: "zeros" or "circular": how the VideoUNet's spatial convolutions, the image UNet's included,
-            pad (`temporal.padding`; "circular" for a world that wraps around its edges).
+        spatial_padding: "zeros", "circular" or "circular_continued": how the VideoUNet's spatial convolutions, the
+            image UNet's included, pad (`temporal.padding`; the latter two for a world that wraps around its edges,
+            "circular_continued" wrapping only the clips continued from given frames).
     """
 
     _supports_gradient_checkpointing = True

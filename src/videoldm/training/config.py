@@ -80,7 +80,7 @@ class ModelConfig:
     fresh_temporal: bool = False  # temporal stage only: new layers even when pretrained/ has temporal/
     # Stages training temporal layers: "circular" pads every spatial conv circularly, for a world that wraps
     # (`temporal.padding`; recorded in the export's temporal/config.json); None keeps the pretrained layers' padding.
-    spatial_padding: Literal["zeros", "circular"] | None = None
+    spatial_padding: Literal["zeros", "circular", "circular_continued"] | None = None
     temporal_decoder: dict[str, Any] = field(default_factory=dict)  # options for the decoder stage
     upsampler: dict[str, Any] = field(default_factory=dict)  # upsampler stage: UpsamplerConfig options
     text_encoder: str = "builtin:all-MiniLM-L6-v2"  # or a local folder with a transformers model + tokenizer

@@ -118,7 +118,8 @@ class DreamBoothStage(ImageStage):
         temporal = self._pretrained(layout.TEMPORAL)
         if temporal.is_dir() and TemporalAdapter.options_from_dir(temporal).get("spatial_padding") == "circular":
             # The base's video model runs this image UNet padded circularly (a world that wraps): fine-tune it as
-            # it will run, and after any LoRA layers exist, so that their convolutions pad the same way.
+            # it will run, and after any LoRA layers exist, so that their convolutions pad the same way. (With
+            # "circular_continued" only continued clips wrap; the images here are made from text: zeros.)
             pad_circularly(self.unet)
         if self.prior_preservation:
             self.module = PriorPreservationLoss(self.module, prior_loss_weight=config.train.prior_loss_weight)
