@@ -20,6 +20,7 @@ from videoldm.data.shapes import sample_clip
 from videoldm.layout import INTERPOLATION, PREDICTION, TEMPORAL, UNET
 from videoldm.pipelines.pipeline_videoldm import VideoLDMPipeline
 from videoldm.pipelines.rollout import PredictionSpec, rollout_latents
+from videoldm.temporal.adapter import is_context_parameter
 from videoldm.training.batches import step_generator
 from videoldm.training.config import ConfigError
 from videoldm.training.stages import build_stage, load_config
@@ -160,3 +161,29 @@ def test_context_free_clips_keep_their_object_in_view(tmp_path, shapes, image_mo
                 train={"context_free_in_view": True},
             )
         )
+
+
+def test_context_only_trains_the_context_parameters_alone(tmp_path, shapes, image_model):
+    # Trained layers first: fresh ones end in zero-initialised projections, which pass no gradient to the context.
+    first = tmp_path / "first"
+    first.mkdir()
+    pretrained = train(load_config(config(first, shapes, image_model, temporal={"kernel_size": [3, 1, 1]})))
+    cfg = load_config(config(tmp_path, shapes, pretrained, context_only=True, context_frame_probs=[0, 1]))
+    torch.manual_seed(cfg.train.seed)  # the trainer's own seeding: the same fresh layers as the run starts from
+    before = build_stage(cfg).video_unet.temporal.state_dict()
+    after = VideoUNet.from_pretrained(train(cfg)).temporal.state_dict()
+    assert before.keys() == after.keys()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    # Only what acts on the context moved, so an S = 0 clip (the key frames) is bit-identical to before.
+    assert changed and all(is_context_parameter(k) for k in changed)
+    assert any(k.startswith("context_encoder.") for k in changed) or any("context_proj" in k for k in changed)
+    image_only = write_config(
+        tmp_path / "t.yaml",
+        stage="temporal",
+        output_dir=str(tmp_path / "t"),
+        data={"videos": str(shapes), "size": 32, "num_frames": 5, "cache_frames": FRAMES},
+        model={"pretrained": str(image_model)},
+        train={"context_only": True},
+    )
+    with pytest.raises(ConfigError, match=r"train\.context_only: only used by stage 'prediction'"):
+        load_config(image_only)

@@ -152,6 +152,10 @@ class TrainConfig:
     # draw an object split over the torus edge as one object: trained on such clips it learns fragments and second
     # copies (identity 2/24 on the probe, docs/keyframes.md); clips with context (S > 0) still cross the edges.
     context_free_in_view: bool = False
+    # Prediction stage: train only the context encoder and each layer's context projection. Trained with the rest,
+    # the shared layers' key frames lost identity (one object in 39/48 probe videos, from 44/48, session 23); these
+    # parameters never change an S = 0 output, so the key frames stay exactly the pretrained ones.
+    context_only: bool = False
     # Dreambooth stage: the weight of the prior-preservation loss (the class half of each batch).
     prior_loss_weight: float = 1.0
     # Diffusion stages. "epsilon": the plain eps-MSE of the image LDM. "edm": each sample's loss in x0 terms

@@ -72,7 +72,7 @@ def stage_class(config: RunConfig) -> type[Stage]:
         raise ConfigError(f"data.patch_size: only used by stage 'upsampler', got stage {config.stage!r}")
     if config.model.lora_rank is not None and cls is not DreamBoothStage:
         raise ConfigError(f"model.lora_rank: only used by stage 'dreambooth', got stage {config.stage!r}")
-    for key in ("context_frame_probs", "context_free_in_view"):
+    for key in ("context_frame_probs", "context_free_in_view", "context_only"):
         if getattr(config.train, key) not in (None, False) and cls is not PredictionStage:
             raise ConfigError(f"train.{key}: only used by stage 'prediction', got stage {config.stage!r}")
     return cls

@@ -8,6 +8,8 @@ one from the last two frames of the previous clip (the rollout, `pipelines/rollo
 frames only: the sampler holds the given frames at each step's noise level and pastes them back, as the
 interpolation pipeline does. `train.context_free_in_view` keeps the S = 0 clips to those whose object stays inside
 the frame (on the wrapping world, the key-frame model otherwise learns to draw pieces at the edges).
+`train.context_only` trains only the parameters that act on the context (`is_context_parameter`): S = 0 outputs,
+the key frames, stay bit-identical to the pretrained layers' -- the prediction learned beside them, not over them.
 
 Model: `model.pretrained`'s `temporal/` continued. When those layers have no context encoder yet (a key-frame
 model), a zero-initialised one is added (`with_context_encoder`): at step 0 the model is exactly the key-frame
@@ -30,7 +32,7 @@ from torch import nn
 
 from videoldm import layout
 from videoldm.diffusion.masks import context_from_mask
-from videoldm.temporal.adapter import TemporalAdapter
+from videoldm.temporal.adapter import TemporalAdapter, is_context_parameter
 from videoldm.training import batches as B
 from videoldm.training.cache import VideoCache
 from videoldm.training.config import ConfigError, RunConfig
@@ -74,7 +76,7 @@ def with_context_encoder(unet: UNet2DConditionModel, temporal: Path) -> VideoUNe
     missing, unexpected = video_unet.temporal.load_state_dict(state, strict=False)
     if unexpected:
         raise ValueError(f"{temporal}: unexpected temporal parameters {sorted(unexpected)[:5]}")
-    not_context = [k for k in missing if not (k.startswith("context_encoder.") or k.endswith(".context_proj.weight"))]
+    not_context = [k for k in missing if not is_context_parameter(k)]
     if not_context:
         raise ValueError(f"{temporal}: missing temporal parameters {not_context[:5]}")
     return video_unet
@@ -119,6 +121,9 @@ class PredictionStage(DiffusionStage):
                 self.video_unet = with_context_encoder(unet, self._pretrained(layout.TEMPORAL))
         self.probs = torch.tensor(self.context_probs(config), dtype=torch.float64)
         self.module = self._temporal_loss(self.video_unet)
+        if config.train.context_only:
+            for name, param in self.video_unet.temporal.named_parameters():
+                param.requires_grad_(is_context_parameter(name))
         self._in_view: torch.Tensor | None = None  # (N, T) from the cache's pixels, on the first batch
 
     def trainable(self) -> nn.Module:
