@@ -85,16 +85,17 @@ def test_config_errors_name_the_key(tmp_path, shapes, image_model):
         load_config(config(tmp_path, shapes, image_model, context_frame_probs=[0, 0, 0, 0, 0, 1]))
     with pytest.raises(ConfigError, match=r"train\.context_dropout: only used by stages 'interpolation' and"):
         load_config(config(tmp_path, shapes, image_model, context_dropout=0.1))
-    interpolation = write_config(
-        tmp_path / "i.yaml",
-        stage="interpolation",
-        output_dir=str(tmp_path / "i"),
-        data={"videos": str(shapes), "size": 32, "num_frames": 5, "cache_frames": FRAMES},
-        model={"pretrained": str(image_model)},
-        train={"context_frame_probs": [0.5, 0.5]},
-    )
-    with pytest.raises(ConfigError, match=r"train\.context_frame_probs: only used by stage 'prediction'"):
-        load_config(interpolation)
+    for key, value in (("context_frame_probs", [0.5, 0.5]), ("context_only", True)):
+        interpolation = write_config(
+            tmp_path / "i.yaml",
+            stage="interpolation",
+            output_dir=str(tmp_path / "i"),
+            data={"videos": str(shapes), "size": 32, "num_frames": 5, "cache_frames": FRAMES},
+            model={"pretrained": str(image_model)},
+            train={key: value},
+        )
+        with pytest.raises(ConfigError, match=rf"train\.{key}: only used by stage 'prediction'"):
+            load_config(interpolation)
 
 
 def test_a_short_run_exports_a_folder_that_rolls_out(tmp_path, shapes, image_model):
@@ -177,13 +178,3 @@ def test_context_only_trains_the_context_parameters_alone(tmp_path, shapes, imag
     # Only what acts on the context moved, so an S = 0 clip (the key frames) is bit-identical to before.
     assert changed and all(is_context_parameter(k) for k in changed)
     assert any(k.startswith("context_encoder.") for k in changed) or any("context_proj" in k for k in changed)
-    image_only = write_config(
-        tmp_path / "t.yaml",
-        stage="temporal",
-        output_dir=str(tmp_path / "t"),
-        data={"videos": str(shapes), "size": 32, "num_frames": 5, "cache_frames": FRAMES},
-        model={"pretrained": str(image_model)},
-        train={"context_only": True},
-    )
-    with pytest.raises(ConfigError, match=r"train\.context_only: only used by stage 'prediction'"):
-        load_config(image_only)
