@@ -20,7 +20,7 @@ from videoldm.data.shapes import sample_clip
 from videoldm.layout import INTERPOLATION, PREDICTION, TEMPORAL, UNET
 from videoldm.pipelines.pipeline_videoldm import VideoLDMPipeline
 from videoldm.pipelines.rollout import PredictionSpec, rollout_latents
-from videoldm.temporal.adapter import is_context_parameter
+from videoldm.temporal.context import is_context_parameter
 from videoldm.training.batches import step_generator
 from videoldm.training.config import ConfigError
 from videoldm.training.stages import build_stage, load_config

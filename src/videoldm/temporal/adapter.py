@@ -289,13 +289,6 @@ def _temb_channels(layer_specs: list[dict[str, Any]]) -> int:
     return widths.pop()
 
 
-def is_context_parameter(name: str) -> bool:
-    """Whether a `TemporalAdapter` parameter only acts on the context: the context encoder's and each layer's
-    zero-initialised `context_proj` (an all-zero context gives all-zero features, so these never change an S = 0
-    output)."""
-    return name.startswith("context_encoder.") or name.endswith(".context_proj.weight")
-
-
 class TemporalAdapter(TemporalAdapterBase):
     """All temporal layers of a VideoUNet (and the context encoder), with a typed config.
 

@@ -31,3 +31,10 @@ class ContextEncoder(nn.Module):
             x = nn.functional.silu(conv(x))
             features[tuple(x.shape[-2:])] = x
         return features
+
+
+def is_context_parameter(name: str) -> bool:
+    """Whether a `TemporalAdapter` parameter only acts on the context: the context encoder's and each layer's
+    zero-initialised `context_proj` (an all-zero context gives all-zero features, so these never change an S = 0
+    output)."""
+    return name.startswith("context_encoder.") or name.endswith(".context_proj.weight")

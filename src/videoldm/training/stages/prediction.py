@@ -32,7 +32,8 @@ from torch import nn
 
 from videoldm import layout
 from videoldm.diffusion.masks import context_from_mask
-from videoldm.temporal.adapter import TemporalAdapter, is_context_parameter
+from videoldm.temporal.adapter import TemporalAdapter
+from videoldm.temporal.context import is_context_parameter
 from videoldm.training import batches as B
 from videoldm.training.cache import VideoCache
 from videoldm.training.config import ConfigError, RunConfig
