@@ -49,15 +49,13 @@ def _pad(conv: nn.Module, args: tuple) -> tuple:
     (x, *rest) = args
     wraps, pad = conv.wraps, conv.spatial_pad
     if isinstance(wraps, torch.Tensor):
-        if wraps.all() or not wraps.any():
-            wraps = bool(wraps.any())
-        else:
-            # Frames are folded into the batch video-major ((B*T, C, H, W) in the image UNet): one flag per video.
-            if x.shape[0] % len(wraps):
-                raise ValueError(f"wraps has {len(wraps)} videos; a batch of {x.shape[0]} is not a multiple")
-            per_item = wraps.to(x.device).repeat_interleave(x.shape[0] // len(wraps))
-            per_item = per_item.view(-1, *([1] * (x.ndim - 1)))
-            return (torch.where(per_item, F.pad(x, pad, mode="circular"), F.pad(x, pad)), *rest)
+        # A batch mixing both (set_wraps made a uniform one a bool). Frames are folded into the batch video-major
+        # ((B*T, C, H, W) in the image UNet): one flag per video.
+        if x.shape[0] % len(wraps):
+            raise ValueError(f"wraps has {len(wraps)} videos; a batch of {x.shape[0]} is not a multiple")
+        per_item = wraps.to(x.device).repeat_interleave(x.shape[0] // len(wraps))
+        per_item = per_item.view(-1, *([1] * (x.ndim - 1)))
+        return (torch.where(per_item, F.pad(x, pad, mode="circular"), F.pad(x, pad)), *rest)
     return (F.pad(x, pad, mode="circular") if wraps else F.pad(x, pad), *rest)
 
 
@@ -80,6 +78,8 @@ def install(module: nn.Module) -> None:
 def set_wraps(module: nn.Module, wraps: Wraps) -> None:
     """Set which videos the next forward wraps (see the module docstring), for the convolutions that `install` on
     this same `module` found; none if it was never installed."""
+    if isinstance(wraps, torch.Tensor) and (wraps.all() or not wraps.any()):
+        wraps = bool(wraps.any())  # one padding for the whole batch: decided once here, not in every conv's hook
     for conv in getattr(module, "padded_convs", ()):
         conv.wraps = wraps
 

@@ -78,8 +78,9 @@ class ModelConfig:
     unet: dict[str, Any] | None = None  # image stage: a fresh UNet2DConditionModel (else pretrained/unet/ is tuned)
     temporal: dict[str, Any] = field(default_factory=dict)  # TemporalAdapter options for the temporal stage
     fresh_temporal: bool = False  # temporal stage only: new layers even when pretrained/ has temporal/
-    # Stages training temporal layers: "circular" pads every spatial conv circularly, for a world that wraps
-    # (`temporal.padding`; recorded in the export's temporal/config.json); None keeps the pretrained layers' padding.
+    # Stages training temporal layers, for a world that wraps (`temporal.padding`; recorded in the export's
+    # temporal/config.json): "circular" pads every spatial conv circularly, "circular_continued" only in clips
+    # continued from given frames; None keeps the pretrained layers' padding.
     spatial_padding: Literal["zeros", "circular", "circular_continued"] | None = None
     temporal_decoder: dict[str, Any] = field(default_factory=dict)  # options for the decoder stage
     upsampler: dict[str, Any] = field(default_factory=dict)  # upsampler stage: UpsamplerConfig options
